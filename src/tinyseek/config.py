@@ -1,0 +1,338 @@
+"""Typed configuration for every Hydra group, registered in Hydra's ConfigStore.
+
+The YAML files under ``conf/`` are merged onto these schemas, so a misspelt key fails at
+composition. Cross-field rules live in ``__post_init__`` and run when a composed config is
+turned into objects with :func:`to_object`; each rule raises a ``ValueError`` that names the
+key, the value and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+ATTENTION_TYPES = ("mha", "gqa", "mqa")
+FFN_TYPES = ("dense",)
+PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
+TOKENIZER_TYPES = ("bpe", "char", "byte")
+DATA_SOURCES = ("default", "path", "hub")
+LOGGER_TYPES = ("wandb", "csv", "none")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{key}={value!r} is invalid: choose one of {', '.join(choices)}.")
+
+
+def _check_positive(key: str, value: float | int) -> None:
+    if value <= 0:
+        raise ValueError(f"{key}={value} is invalid: it must be positive.")
+
+
+@dataclass
+class ModelConfig:
+    """Decoder size and architecture."""
+
+    name: str = "small"
+    """Preset name, used in run names and reports."""
+    dim: int = 256
+    """Width of the residual stream."""
+    n_layers: int = 4
+    n_heads: int = 8
+    n_kv_heads: int | None = None
+    """Key/value heads: n_heads for MHA, 1 for MQA, a divisor of n_heads for GQA."""
+    head_dim: int | None = None
+    """Per-head width; None means dim // n_heads."""
+    inter_dim: int = 768
+    """Hidden width of the dense SwiGLU feed-forward."""
+    vocab_size: int | None = None
+    """None takes the vocabulary size from the prepared data's meta.json."""
+    max_seq_len: int = 256
+    """Longest sequence the rotary tables and KV cache are built for."""
+    norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = False
+    init_std: float = 0.02
+    attention: str = "mha"
+    """Attention type: mha, gqa or mqa (set by the attention group)."""
+    ffn: str = "dense"
+    """Feed-forward type (set by the ffn group)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("model.attention", self.attention, ATTENTION_TYPES)
+        _check_choice("model.ffn", self.ffn, FFN_TYPES)
+        for key in ("dim", "n_layers", "n_heads", "inter_dim", "max_seq_len"):
+            _check_positive(f"model.{key}", getattr(self, key))
+        if self.head_dim is None and self.dim % self.n_heads != 0:
+            raise ValueError(
+                f"model.dim={self.dim} is not divisible by model.n_heads={self.n_heads}: "
+                "pick n_heads that divides dim, or set model.head_dim explicitly."
+            )
+        if self.head_dim is not None:
+            _check_positive("model.head_dim", self.head_dim)
+        if self.vocab_size is not None:
+            _check_positive("model.vocab_size", self.vocab_size)
+        self._check_kv_heads()
+
+    def _check_kv_heads(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = {"mha": self.n_heads, "mqa": 1}.get(self.attention, self.n_heads)
+        _check_positive("model.n_kv_heads", self.n_kv_heads)
+        if self.n_heads % self.n_kv_heads != 0:
+            raise ValueError(
+                f"model.n_heads={self.n_heads} is not divisible by "
+                f"model.n_kv_heads={self.n_kv_heads}: choose n_kv_heads that divides n_heads."
+            )
+        if self.attention == "mha" and self.n_kv_heads != self.n_heads:
+            raise ValueError(
+                f"model.n_kv_heads={self.n_kv_heads} contradicts attention=mha, which needs "
+                f"n_kv_heads == n_heads ({self.n_heads}): use attention=gqa instead."
+            )
+        if self.attention == "mqa" and self.n_kv_heads != 1:
+            raise ValueError(
+                f"model.n_kv_heads={self.n_kv_heads} contradicts attention=mqa, which needs "
+                "n_kv_heads=1: use attention=gqa instead."
+            )
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.dim // self.n_heads
+
+
+@dataclass
+class PrecisionConfig:
+    """Numeric precision of training: a name and the Lightning precision plugin it maps to."""
+
+    name: str = "fp32"
+    lightning: str = "32-true"
+
+    def __post_init__(self) -> None:
+        _check_choice("precision.name", self.name, tuple(PRECISIONS))
+
+
+@dataclass
+class DataConfig:
+    """Corpus source, split and batch geometry."""
+
+    name: str = "tinyshakespeare"
+    """Corpus name: the folder under $TINYSEEK_DATA_DIR, the cache and data/."""
+    source: str = "default"
+    """default (data dir, then cache, then url), path (a file or folder), or hub (datasets)."""
+    path: str | None = None
+    """A text file or a folder of *.txt files; used first whenever it is set."""
+    filename: str = "input.txt"
+    """File name looked up under $TINYSEEK_DATA_DIR/<name>/ and the cache."""
+    url: str | None = None
+    sha256: str | None = None
+    """Expected checksum of the downloaded (or found) file; None skips the check."""
+    hf_path: str | None = None
+    """Hugging Face dataset name or builder for datasets.load_dataset (hub source)."""
+    hf_config: str | None = None
+    hf_data_files: Any = None
+    hf_split: str = "train"
+    text_column: str = "text"
+    val_fraction: float = 0.1
+    """The last val_fraction of the text (by characters) is the validation split."""
+    dir: str = "data/${data.name}"
+    """Folder of the prepared splits, tokenizer and token files."""
+    batch_size: int = 16
+    seq_len: int = 128
+    """Training window length in tokens."""
+
+    def __post_init__(self) -> None:
+        _check_choice("data.source", self.source, DATA_SOURCES)
+        _check_positive("data.batch_size", self.batch_size)
+        _check_positive("data.seq_len", self.seq_len)
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction={self.val_fraction} must lie in (0, 1).")
+        if self.source == "hub" and not self.hf_path:
+            raise ValueError("data.source=hub needs data.hf_path, a Hugging Face dataset name.")
+        if self.source == "path" and not self.path:
+            raise ValueError("data.source=path needs data.path, a text file or a folder.")
+
+
+@dataclass
+class TokenizerConfig:
+    """Tokenizer type; vocab_size applies to bpe only."""
+
+    type: str = "bpe"
+    vocab_size: int = 2048
+    min_frequency: int = 2
+
+    def __post_init__(self) -> None:
+        _check_choice("tokenizer.type", self.type, TOKENIZER_TYPES)
+        if self.type == "bpe" and self.vocab_size < 257:
+            raise ValueError(
+                f"tokenizer.vocab_size={self.vocab_size} is too small for byte-level BPE: "
+                "use at least 257 (256 bytes plus one merge)."
+            )
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments for lightning.Trainer plus the run's step budget."""
+
+    accelerator: str = "cpu"
+    devices: int = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    max_steps: int = 1000
+    val_check_interval: int = 250
+    """Run the sampled validation every this many training steps."""
+    limit_val_batches: int = 20
+    log_every_n_steps: int = 10
+    gradient_clip_val: float = 1.0
+    """Max global gradient norm; 0 disables clipping (the norm is still logged)."""
+    checkpoint_every_n_steps: int = 250
+    enable_progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        _check_positive("trainer.max_steps", self.max_steps)
+        _check_positive("trainer.devices", self.devices)
+        _check_positive("trainer.val_check_interval", self.val_check_interval)
+        _check_positive("trainer.log_every_n_steps", self.log_every_n_steps)
+        _check_positive("trainer.checkpoint_every_n_steps", self.checkpoint_every_n_steps)
+        if self.gradient_clip_val < 0:
+            raise ValueError(f"trainer.gradient_clip_val={self.gradient_clip_val} is negative.")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay to min_lr_ratio * lr."""
+
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    warmup_steps: int = 100
+
+    def __post_init__(self) -> None:
+        _check_positive("optim.lr", self.lr)
+        if self.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps={self.warmup_steps} must be >= 0.")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"optim.min_lr_ratio={self.min_lr_ratio} must lie in [0, 1].")
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracker: wandb (offline unless an account is configured), csv or none."""
+
+    type: str = "wandb"
+    project: str = "tinyseek"
+    entity: str | None = None
+    mode: str | None = None
+    """online, offline or disabled; None means WANDB_MODE, else online with a key, else offline."""
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_choice("logger.type", self.type, LOGGER_TYPES)
+
+
+@dataclass
+class TrainConfig:
+    """Root config of pipelines/train.py."""
+
+    seed: int = 0
+    name: str = "${model.attention}-${model.ffn}-${precision.name}-s${seed}"
+    """Variant name: the axis values joined by '-' with the seed last."""
+    run_dir: str = "runs/${name}"
+    ablation: str = "adhoc"
+    """Ablation this run belongs to: the W&B group."""
+    resume: bool = True
+    """Continue from run_dir/checkpoints/last.ckpt when it exists."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"seed={self.seed} is invalid: use a non-negative integer.")
+        if self.data.seq_len > self.model.max_seq_len:
+            raise ValueError(
+                f"data.seq_len={self.data.seq_len} exceeds model.max_seq_len="
+                f"{self.model.max_seq_len}: lower data.seq_len or raise model.max_seq_len."
+            )
+        if self.optim.warmup_steps > self.trainer.max_steps:
+            raise ValueError(
+                f"optim.warmup_steps={self.optim.warmup_steps} exceeds trainer.max_steps="
+                f"{self.trainer.max_steps}: lower the warmup or train longer."
+            )
+
+
+@dataclass
+class PrepareConfig:
+    """Root config of pipelines/prepare.py."""
+
+    seed: int = 0
+    out: str = "data/${data.name}"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+
+@dataclass
+class EvalConfig:
+    """Settings of the evaluate stage."""
+
+    batch_size: int = 16
+    prompt_tokens: int = 32
+    """Prompt length for the cached-decoding measurements."""
+    decode_tokens: int = 64
+    """Tokens generated when timing cached decoding."""
+    sample_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int = 50
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "prompt_tokens", "decode_tokens", "temperature", "top_k"):
+            _check_positive(f"eval.{key}", getattr(self, key))
+
+
+@dataclass
+class EvaluateConfig:
+    """Root config of pipelines/evaluate.py."""
+
+    seed: int = 0
+    run_dir: str = "???"
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+@dataclass
+class ReportConfig:
+    """Root config of pipelines/report.py."""
+
+    runs: list[str] = field(default_factory=list)
+    """Run folders, or folders to search for run folders (a multirun folder works)."""
+    params_file: str | None = None
+    """A params.yaml whose `ablation` axes name the runs, as runs_root/<variant>."""
+    runs_root: str = "runs"
+    out: str = "reports"
+    baseline: str | None = None
+    """Variant every other one is compared with; None takes the first run."""
+    title: str = "tinyseek ablation"
+    ablation: str = "adhoc"
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+def register_configs() -> None:
+    """Store the root schemas so the YAML roots can extend them."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(name="prepare_schema", node=PrepareConfig)
+    store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(name="report_schema", node=ReportConfig)
+
+
+def to_object(cfg: DictConfig) -> Any:
+    """Resolve a composed config and build its dataclasses, running every validation rule."""
+    return OmegaConf.to_object(cfg)

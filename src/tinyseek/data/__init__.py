@@ -1,0 +1,1 @@
+"""Corpus sources, tokenizers, token files and the training data module."""

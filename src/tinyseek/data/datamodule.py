@@ -1,0 +1,100 @@
+"""Batches of random token windows drawn from the memory-mapped token files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tinyseek.config import DataConfig
+from tinyseek.data.shards import load_meta, load_tokens
+
+
+class RandomWindows(Dataset):
+    """Item i is batch i: batch_size windows of seq_len + 1 tokens at seeded random offsets.
+
+    Each batch draws from its own generator seeded by (stream, seed, i), so the batches do
+    not depend on workers or on where a resumed run starts. Streams keep training and
+    validation windows independent.
+    """
+
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        batch_size: int,
+        seq_len: int,
+        seed: int,
+        length: int,
+        start: int = 0,
+        stream: int = 0,
+    ):
+        self.tokens = tokens
+        self.stream = stream
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.seed = seed
+        self.length = length
+        self.start = start
+
+    def __len__(self) -> int:
+        return self.length - self.start
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        generator = np.random.default_rng([self.stream, self.seed, self.start + index])
+        high = len(self.tokens) - self.seq_len - 1
+        offsets = generator.integers(0, high + 1, size=self.batch_size)
+        windows = np.stack([self.tokens[o : o + self.seq_len + 1] for o in offsets])
+        return torch.from_numpy(windows.astype(np.int64))  # (B, T + 1)
+
+
+class TokenDataModule(L.LightningDataModule):
+    """Training batches of random windows and a fixed sample of validation windows."""
+
+    def __init__(self, cfg: DataConfig, seed: int, max_steps: int, val_batches: int):
+        super().__init__()
+        self.cfg = cfg
+        self.seed = seed
+        self.max_steps = max_steps
+        self.val_batches = val_batches
+        self.meta = load_meta(cfg.dir)
+        self.train_tokens = load_tokens(cfg.dir, "train", self.meta)
+        self.val_tokens = load_tokens(cfg.dir, "val", self.meta)
+        self._check_fits()
+
+    def _check_fits(self) -> None:
+        window = self.cfg.seq_len + 1
+        for split, tokens in (("train", self.train_tokens), ("val", self.val_tokens)):
+            if len(tokens) < window:
+                raise ValueError(
+                    f"{Path(self.cfg.dir) / split}.bin holds {len(tokens)} tokens, fewer than one "
+                    f"window of data.seq_len + 1 = {window}: lower data.seq_len or use more text."
+                )
+
+    def train_dataloader(self) -> DataLoader:
+        # A resumed run starts at the restored global step, so it sees the batches an
+        # uninterrupted run would have seen next.
+        start = self.trainer.global_step if self.trainer is not None else 0
+        dataset = RandomWindows(
+            self.train_tokens,
+            self.cfg.batch_size,
+            self.cfg.seq_len,
+            seed=self.seed,
+            length=self.max_steps,
+            start=start,
+        )
+        return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        # A fixed seed keeps the sampled validation windows identical at every check.
+        dataset = RandomWindows(
+            self.val_tokens,
+            self.cfg.batch_size,
+            self.cfg.seq_len,
+            seed=self.seed,
+            length=self.val_batches,
+            stream=1,
+        )
+        return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=0)

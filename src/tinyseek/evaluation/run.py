@@ -1,0 +1,121 @@
+"""The evaluate stage: measure a trained run and write its metrics.json."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from tinyseek.config import EvaluateConfig, TrainConfig
+from tinyseek.data.shards import load_meta, load_tokenizer, load_tokens
+from tinyseek.data.tokenizer import token_byte_lengths
+from tinyseek.evaluation.decode import generate, measure_decoding
+from tinyseek.evaluation.loader import load_model, load_run_config
+from tinyseek.evaluation.loss import bits_per_byte, split_nll
+from tinyseek.io import read_json, write_json
+from tinyseek.sizing import kv_cache_bytes_per_token, kv_cache_elements_per_token_per_layer
+from tinyseek.tracking import start_wandb_run
+from tinyseek.training.run import axis_tags, flatten
+
+log = logging.getLogger(__name__)
+
+
+def precision_context(train_cfg: TrainConfig) -> tuple[contextlib.AbstractContextManager, torch.dtype]:
+    """Autocast matching the training precision, and the KV-cache dtype that goes with it."""
+    if train_cfg.precision.name == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16), torch.bfloat16
+    return contextlib.nullcontext(), torch.float32
+
+
+def evaluate(cfg: EvaluateConfig, wandb_mode: str = "offline", commit: str | None = None) -> dict[str, Any]:
+    """Evaluate the run in cfg.run_dir and write run_dir/metrics.json."""
+    run_dir = Path(cfg.run_dir)
+    train_cfg = load_run_config(run_dir)
+    train_summary = _load_train_summary(run_dir)
+    model = load_model(run_dir, train_cfg)
+    meta = load_meta(train_cfg.data.dir)
+    val_tokens = load_tokens(train_cfg.data.dir, "val", meta)
+    autocast, cache_dtype = precision_context(train_cfg)
+    torch.manual_seed(cfg.seed)
+
+    # Loss and bits per byte over the whole validation split
+    total_nll, n_targets = split_nll(model, val_tokens, train_cfg.data.seq_len, cfg.eval.batch_size, autocast)
+    byte_lengths = token_byte_lengths(load_tokenizer(train_cfg.data.dir))
+    # Every token but the first is predicted, so the first token's bytes are left out.
+    predicted_bytes = meta["val"]["bytes"] - int(byte_lengths[int(val_tokens[0])])
+    val_loss = total_nll / n_targets
+
+    # Cached decoding
+    prompt_len = min(cfg.eval.prompt_tokens, train_cfg.model.max_seq_len - cfg.eval.decode_tokens)
+    if prompt_len < 1:
+        raise ValueError(
+            f"eval.decode_tokens={cfg.eval.decode_tokens} leaves no room for a prompt within "
+            f"model.max_seq_len={train_cfg.model.max_seq_len}: lower eval.decode_tokens."
+        )
+    prompt = torch.from_numpy(val_tokens[:prompt_len].astype("int64"))[None]  # (1, T)
+    decode = measure_decoding(model, prompt, cfg.eval.decode_tokens, cache_dtype, autocast)
+    sample = _sample_text(model, prompt, cfg, train_cfg, autocast)
+
+    metrics = {
+        "variant": train_cfg.name,
+        "run_dir": str(run_dir),
+        "axes": {
+            "model": train_cfg.model.name,
+            "attention": train_cfg.model.attention,
+            "ffn": train_cfg.model.ffn,
+            "precision": train_cfg.precision.name,
+            "seed": train_cfg.seed,
+        },
+        "val": {
+            "loss": val_loss,
+            "bpb": bits_per_byte(total_nll, predicted_bytes),
+            "tokens": n_targets,
+            "bytes": predicted_bytes,
+        },
+        "train": train_summary["train"],
+        "throughput": {**train_summary["throughput"], "decode_tokens_per_s": decode.tokens_per_s},
+        "params": train_summary["params"],
+        "kv_cache": {
+            "dtype": str(cache_dtype).removeprefix("torch."),
+            "elements_per_token_per_layer": kv_cache_elements_per_token_per_layer(train_cfg.model),
+            "bytes_per_token": kv_cache_bytes_per_token(train_cfg.model, cache_dtype),
+            "bytes_per_token_measured": decode.kv_bytes_per_token_measured,
+        },
+        "memory": train_summary["memory"],
+        "cost": train_summary["cost"],
+        "sample": sample,
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    log.info("%s: val loss %.4f, val bpb %.4f", train_cfg.name, val_loss, metrics["val"]["bpb"])
+    _log_to_wandb(cfg, train_cfg, metrics, wandb_mode, commit)
+    return metrics
+
+
+def _load_train_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "train.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the training run in {run_dir} did not finish.")
+    return read_json(path)
+
+
+def _sample_text(model, prompt, cfg: EvaluateConfig, train_cfg: TrainConfig, autocast) -> str:
+    generator = torch.Generator().manual_seed(cfg.seed)
+    tokens = generate(model, prompt, cfg.eval.sample_tokens, cfg.eval.temperature, cfg.eval.top_k, generator, autocast)
+    return load_tokenizer(train_cfg.data.dir).decode(tokens[0].tolist())
+
+
+def _log_to_wandb(cfg: EvaluateConfig, train_cfg: TrainConfig, metrics: dict[str, Any], mode: str, commit: str | None) -> None:
+    if cfg.logger.type != "wandb":
+        return
+    config = OmegaConf.to_container(OmegaConf.structured(train_cfg), resolve=True) | {"git_commit": commit}
+    run = start_wandb_run(
+        cfg.logger, mode, name=train_cfg.name, group=train_cfg.ablation, job_type="evaluate",
+        tags=axis_tags(train_cfg), config=config,
+    )
+    summary = flatten({k: v for k, v in metrics.items() if k not in ("sample", "axes", "run_dir", "variant")})
+    run.summary.update(summary)
+    run.summary["sample"] = metrics["sample"]

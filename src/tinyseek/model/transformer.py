@@ -1,0 +1,85 @@
+"""The pre-norm decoder: embedding, blocks of attention and feed-forward, norm, head."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from tinyseek.config import ModelConfig
+from tinyseek.model.attention import Attention
+from tinyseek.model.cache import KVCache, ModelCache
+from tinyseek.model.ffn import SwiGLU
+from tinyseek.model.norm import RMSNorm
+
+
+class Block(nn.Module):
+    """x + attn(attn_norm(x)), then x + ffn(ffn_norm(x))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn = SwiGLU(cfg.dim, cfg.inter_dim)
+
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), positions, cache)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class Transformer(nn.Module):
+    """Decoder-only language model; forward returns logits (B, T, vocab_size)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.vocab_size is None:
+            raise ValueError("model.vocab_size is unset: take it from the prepared meta.json.")
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Normal(0, init_std) weights; residual output projections scaled by 1/sqrt(2L)."""
+        std = self.cfg.init_std
+        residual_std = std / math.sqrt(2 * self.cfg.n_layers)
+        for name, param in self.named_parameters():
+            if param.dim() < 2:
+                continue
+            is_residual_out = name.endswith(("attn.wo.weight", "ffn.w2.weight"))
+            nn.init.normal_(param, mean=0.0, std=residual_std if is_residual_out else std)
+
+    def make_cache(
+        self, batch_size: int, max_seq_len: int | None = None, dtype: torch.dtype | None = None
+    ) -> ModelCache:
+        """Allocate an empty cache for cached decoding, in the weights' dtype by default."""
+        max_seq_len = max_seq_len or self.cfg.max_seq_len
+        dtype = dtype or self.head.weight.dtype
+        device = self.head.weight.device
+        return ModelCache(
+            [block.attn.make_cache(batch_size, max_seq_len, dtype, device) for block in self.layers]
+        )
+
+    def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
+        """Return logits for tokens (B, T); with a cache, tokens continue the cached ones."""
+        start = cache.length if cache is not None else 0
+        T = tokens.shape[1]
+        if start + T > self.cfg.max_seq_len:
+            raise ValueError(
+                f"sequence of {start + T} tokens exceeds model.max_seq_len="
+                f"{self.cfg.max_seq_len}: shorten the input or raise model.max_seq_len."
+            )
+        positions = torch.arange(start, start + T, device=tokens.device)
+
+        x = self.embed(tokens)  # (B, T, dim)
+        for i, block in enumerate(self.layers):
+            x = block(x, positions, cache.layers[i] if cache is not None else None)
+        return self.head(self.norm(x))  # (B, T, vocab_size)

@@ -1,0 +1,1 @@
+"""Reporting: collect run folders, tabulate, plot, and write Markdown, HTML and JSON."""

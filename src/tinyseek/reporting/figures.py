@@ -1,0 +1,50 @@
+"""Report figures: validation-loss curves and bar charts, saved as PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tinyseek.io import atomic_path  # noqa: E402
+from tinyseek.reporting.collect import Run  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def loss_curves(runs: list[Run], path: Path) -> Path:
+    """Sampled validation loss (solid) and training loss (faint) against the step."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run in runs:
+        train = [(r["step"], r["train/loss"]) for r in run.history if "train/loss" in r]
+        val = [(r["step"], r["val/loss"]) for r in run.history if "val/loss" in r]
+        (line,) = ax.plot(*zip(*val), marker="o", label=run.variant) if val else ax.plot([], [])
+        if train:
+            ax.plot(*zip(*train), color=line.get_color(), alpha=0.25)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("Validation loss (sampled windows); training loss faint")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def bar_chart(rows: list[dict[str, Any]], key: str, label: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = [row["variant"] for row in rows]
+    values = [row[key] for row in rows]
+    bars = ax.bar(names, values, color="#4c72b0")
+    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    ax.set_ylabel(label)
+    ax.tick_params(axis="x", rotation=30, labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,55 @@
+"""Process set-up for the pipeline entry points: the one module that reads the environment."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tinyseek.config import LoggerConfig
+from tinyseek.tracking import resolve_wandb_mode
+
+log = logging.getLogger("tinyseek")
+
+
+def setup_process() -> None:
+    """Settings every entry point needs before any work starts."""
+    # Tokenizers' thread pool must not be inherited by forked DataLoader or DDP workers.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def wandb_settings(cfg: LoggerConfig) -> tuple[str, str]:
+    """Return the W&B mode and the folder that holds wandb/ (WANDB_DIR or the working dir)."""
+    mode = resolve_wandb_mode(cfg, os.environ, Path.home() / ".netrc")
+    return mode, os.environ.get("WANDB_DIR", ".")
+
+
+def data_dir() -> str | None:
+    """The user's corpus folder, $TINYSEEK_DATA_DIR, if set."""
+    return os.environ.get("TINYSEEK_DATA_DIR") or None
+
+
+def cache_dir() -> Path:
+    """tinyseek's download cache: $TINYSEEK_CACHE_DIR, else $XDG_CACHE_HOME/tinyseek."""
+    if os.environ.get("TINYSEEK_CACHE_DIR"):
+        return Path(os.environ["TINYSEEK_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tinyseek"
+
+
+def exit_on_invalid_input(main: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ValueError and FileNotFoundError into one logged message and exit status 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except (ValueError, FileNotFoundError) as err:
+            log.error("%s", err)
+            sys.exit(2)
+
+    return wrapper

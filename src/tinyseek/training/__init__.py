@@ -1,0 +1,1 @@
+"""Training: the LightningModule, callbacks, schedule and the fit loop."""

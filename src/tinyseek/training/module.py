@@ -1,0 +1,71 @@
+"""The LightningModule that trains a tinyseek decoder on next-token prediction."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from tinyseek.config import ModelConfig, OptimConfig
+from tinyseek.model import Transformer
+from tinyseek.training.schedule import warmup_cosine
+
+
+class LanguageModel(L.LightningModule):
+    """Cross-entropy training with AdamW, warmup plus cosine decay and gradient clipping."""
+
+    def __init__(self, model_cfg: ModelConfig, optim_cfg: OptimConfig, max_steps: int, grad_clip: float):
+        super().__init__()
+        self.model = Transformer(model_cfg)
+        self.optim_cfg = optim_cfg
+        self.max_steps = max_steps
+        self.grad_clip = grad_clip
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy of a batch of windows (B, T + 1)."""
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        logits = self.model(inputs)  # (B, T, V)
+        # The softmax runs in float32 even under bf16 autocast, for an accurate loss.
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.log("val/loss", self.loss(batch), prog_bar=True, sync_dist=True)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Clipping here returns the pre-clip global norm for free; with clipping off the
+        # infinite threshold only measures it.
+        max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
+        self.log("train/grad_norm", grad_norm)
+        self.log("train/lr", optimizer.param_groups[0]["lr"])
+
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        # Weight decay applies to matrices only, not to norms' gains.
+        decay = [p for p in self.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=cfg.lr,
+            betas=(cfg.beta1, cfg.beta2),
+            eps=cfg.eps,
+        )
+        schedule = partial(
+            warmup_cosine,
+            warmup_steps=cfg.warmup_steps,
+            max_steps=self.max_steps,
+            min_lr_ratio=cfg.min_lr_ratio,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

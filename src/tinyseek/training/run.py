@@ -1,0 +1,251 @@
+"""Build and fit one training run from a validated TrainConfig."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import OmegaConf
+
+from tinyseek.config import TokenizerConfig, TrainConfig
+from tinyseek.data.datamodule import TokenDataModule
+from tinyseek.data.shards import load_meta
+from tinyseek.io import write_json, write_text
+from tinyseek.sizing import count_parameters, train_flops_per_token
+from tinyseek.training.callbacks import HistoryWriter, MemoryMonitor, ThroughputMonitor, peak_memory_bytes
+from tinyseek.training.checkpoint import AtomicCheckpointIO
+from tinyseek.training.flops import measure_peak_flops
+from tinyseek.training.module import LanguageModel
+
+log = logging.getLogger(__name__)
+
+# Keys whose change makes an existing checkpoint belong to a different experiment.
+_IDENTITY_KEYS = ("seed", "model", "precision", "data", "tokenizer", "optim", "trainer.max_steps")
+
+
+def quiet_known_warnings() -> None:
+    """Silence Lightning advice that does not apply to in-memory token windows on CPU."""
+    for pattern in (".*does not have many workers.*", ".*GPU available but not used.*",
+                    ".*LOCAL_RANK.*", ".*Checkpoint directory.*exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def check_tokenizer(cfg: TokenizerConfig, meta: dict[str, Any], data_dir: str) -> None:
+    """Reject token files that another tokenizer produced."""
+    prepared = meta["tokenizer"]
+    same_type = prepared["type"] == cfg.type
+    same_size = cfg.type != "bpe" or prepared["vocab_size_requested"] == cfg.vocab_size
+    if not (same_type and same_size):
+        raise ValueError(
+            f"{data_dir} was prepared with tokenizer {prepared['type']} "
+            f"(vocab_size {prepared['vocab_size_requested']}), but the config asks for "
+            f"{cfg.type} (vocab_size {cfg.vocab_size}): run pipelines/prepare.py with this "
+            "tokenizer, or point data.dir at matching data."
+        )
+
+
+def resolve_vocab_size(requested: int | None, meta: dict[str, Any]) -> int:
+    if requested is None:
+        return meta["vocab_size"]
+    if requested < meta["vocab_size"]:
+        raise ValueError(
+            f"model.vocab_size={requested} is smaller than the tokenizer's vocabulary of "
+            f"{meta['vocab_size']}: unset it (null) to take the tokenizer's size."
+        )
+    return requested
+
+
+def _identity(cfg: TrainConfig) -> dict[str, Any]:
+    tree = dataclasses.asdict(cfg)
+    identity = {}
+    for key in _IDENTITY_KEYS:
+        value = tree
+        for part in key.split("."):
+            value = value[part]
+        identity[key] = value
+    return identity
+
+
+def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
+    """Return last.ckpt to resume from, or None for a fresh run.
+
+    An existing checkpoint from a different experiment is an error, never silently reused
+    or overwritten.
+    """
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if not (cfg.resume and checkpoint.exists()):
+        return None
+    saved_path = run_dir / "config.yaml"
+    if saved_path.is_file():
+        saved = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(saved_path)))
+        if _identity(saved) != _identity(cfg):
+            raise ValueError(
+                f"{run_dir} holds a checkpoint of a different configuration: choose another "
+                "run_dir, delete that folder, or set resume=false to start over in it."
+            )
+    log.info("resuming from %s", checkpoint)
+    return checkpoint
+
+
+def build_logger(cfg: TrainConfig, run_dir: Path, wandb_mode: str, wandb_dir: str, extra: dict[str, Any]) -> Logger | bool:
+    if cfg.logger.type == "none":
+        return False
+    if cfg.logger.type == "csv":
+        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+
+    run_id_path = run_dir / "wandb_id.txt"
+    if run_id_path.is_file() and cfg.resume:
+        run_id = run_id_path.read_text().strip()
+    else:
+        import wandb
+
+        run_id = wandb.util.generate_id()
+        write_text(run_id_path, run_id + "\n")
+    config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True) | extra
+    return WandbLogger(
+        name=cfg.name,
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        group=cfg.ablation,
+        job_type="train",
+        tags=sorted(set(cfg.logger.tags) | set(axis_tags(cfg))),
+        save_dir=wandb_dir,
+        mode=wandb_mode,
+        id=run_id,
+        resume="allow",
+        config=config,
+    )
+
+
+def axis_tags(cfg: TrainConfig) -> list[str]:
+    """One tag per axis value, for filtering runs on the W&B dashboard."""
+    return [
+        f"model:{cfg.model.name}",
+        f"attention:{cfg.model.attention}",
+        f"ffn:{cfg.model.ffn}",
+        f"precision:{cfg.precision.name}",
+        f"seed:{cfg.seed}",
+    ]
+
+
+def build_trainer(cfg: TrainConfig, run_dir: Path, logger: Logger | bool, callbacks: list[L.Callback]) -> L.Trainer:
+    t = cfg.trainer
+    checkpointing = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=t.checkpoint_every_n_steps,
+    )
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=cfg.precision.lightning,
+        max_steps=t.max_steps,
+        max_epochs=-1,
+        val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.limit_val_batches,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=False,
+        logger=logger,
+        callbacks=[checkpointing, *callbacks],
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(run_dir),
+    )
+
+
+def train(cfg: TrainConfig, wandb_mode: str = "offline", wandb_dir: str = ".", commit: str | None = None) -> dict[str, Any]:
+    """Train one variant into cfg.run_dir and return the training summary (train.json)."""
+    quiet_known_warnings()
+    run_dir = Path(cfg.run_dir)
+
+    # Checks that need the prepared data, before anything is written
+    meta = load_meta(cfg.data.dir)
+    check_tokenizer(cfg.tokenizer, meta, cfg.data.dir)
+    cfg.model.vocab_size = resolve_vocab_size(cfg.model.vocab_size, meta)
+    checkpoint = find_resume_checkpoint(cfg, run_dir)
+    datamodule = TokenDataModule(cfg.data, cfg.seed, cfg.trainer.max_steps, cfg.trainer.limit_val_batches)
+
+    # Model and callbacks
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = LanguageModel(cfg.model, cfg.optim, cfg.trainer.max_steps, cfg.trainer.gradient_clip_val)
+    tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.devices * cfg.trainer.num_nodes
+    throughput = ThroughputMonitor(tokens_per_step, cfg.trainer.log_every_n_steps)
+    history = HistoryWriter(run_dir / "history.csv", cfg.trainer.log_every_n_steps)
+    callbacks = [throughput, MemoryMonitor(cfg.trainer.log_every_n_steps), history]
+
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    logger = build_logger(cfg, run_dir, wandb_mode, wandb_dir, {"git_commit": commit})
+    trainer = build_trainer(cfg, run_dir, logger, callbacks)
+
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+    wall_s = time.perf_counter() - started
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+
+    summary = summarise(cfg, trainer, module, throughput, wall_s, meta)
+    if trainer.is_global_zero:
+        write_json(run_dir / "train.json", summary)
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(flatten(summary))
+    return summary
+
+
+def summarise(cfg: TrainConfig, trainer: L.Trainer, module: LanguageModel, throughput: ThroughputMonitor, wall_s: float, meta: dict[str, Any]) -> dict[str, Any]:
+    """Collect the training numbers that the evaluate stage merges into metrics.json."""
+    model = module.model
+    flops_per_token = train_flops_per_token(model, cfg.model, cfg.data.seq_len)
+    dtype = torch.bfloat16 if cfg.precision.name == "bf16" else torch.float32
+    peak_flops = measure_peak_flops(dtype, module.device)
+    tokens_per_s = throughput.mean_tokens_per_s
+    devices = cfg.trainer.devices * cfg.trainer.num_nodes
+    metrics = trainer.callback_metrics
+    return {
+        "variant": cfg.name,
+        "train": {
+            "steps": trainer.global_step,
+            "tokens": trainer.global_step * cfg.data.batch_size * cfg.data.seq_len * devices,
+            "wall_s": wall_s,
+            "loss": float(metrics["train/loss"]) if "train/loss" in metrics else None,
+        },
+        "val_sampled": {"loss": float(metrics["val/loss"]) if "val/loss" in metrics else None},
+        "throughput": {
+            "tokens_per_s": tokens_per_s,
+            "flops_per_token": flops_per_token,
+            "peak_flops_measured": peak_flops,
+            "mfu": tokens_per_s * flops_per_token / (peak_flops * devices) if peak_flops else None,
+        },
+        "params": {"total": count_parameters(model), "active": count_parameters(model)},
+        "memory": {"peak_bytes": peak_memory_bytes(module.device)},
+        "cost": {
+            "devices": devices,
+            "device": str(module.device.type),
+            # Device-hours of this job's fit, resumed segments only.
+            "device_hours": wall_s * devices / 3600.0,
+        },
+        "data": {"vocab_size": meta["vocab_size"], "tokenizer": meta["tokenizer"]["type"]},
+    }
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested metrics into W&B keys joined by '/'."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, prefix=f"{name}/"))
+        else:
+            flat[name] = value
+    return flat
