@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
+import string
 import time
 import warnings
 from pathlib import Path
@@ -105,9 +107,7 @@ def build_logger(cfg: TrainConfig, run_dir: Path, wandb_mode: str, wandb_dir: st
     if run_id_path.is_file() and cfg.resume:
         run_id = run_id_path.read_text().strip()
     else:
-        import wandb
-
-        run_id = wandb.util.generate_id()
+        run_id = new_run_id()
         write_text(run_id_path, run_id + "\n")
     config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True) | extra
     return WandbLogger(
@@ -123,6 +123,12 @@ def build_logger(cfg: TrainConfig, run_dir: Path, wandb_mode: str, wandb_dir: st
         resume="allow",
         config=config,
     )
+
+
+def new_run_id() -> str:
+    """A random 8-character W&B run id (lowercase letters and digits)."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
 def axis_tags(cfg: TrainConfig) -> list[str]:
