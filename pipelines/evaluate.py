@@ -1,7 +1,7 @@
 """Evaluate a trained run and write run_dir/metrics.json (stage evaluate@<variant>).
 
-    python pipelines/evaluate.py run_dir=runs/mha-dense-fp32-s0
-    python pipelines/evaluate.py run_dir=runs/mine eval.decode_tokens=128 logger=none
+python pipelines/evaluate.py run_dir=runs/mha-dense-fp32-s0
+python pipelines/evaluate.py run_dir=runs/mine eval.decode_tokens=128 logger=none
 """
 
 import hydra

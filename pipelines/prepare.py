@@ -1,9 +1,9 @@
 """Prepare a corpus: split, train the tokenizer, write token files (stage prepare).
 
-    python pipelines/prepare.py                               # tinyshakespeare, bpe
-    python pipelines/prepare.py tokenizer=char out=data/shakespeare_char
-    python pipelines/prepare.py data=text_files data.path=my.txt out=data/mine
-    python pipelines/prepare.py data=hub data.hf_path=text data.hf_data_files=my.txt out=data/mine
+python pipelines/prepare.py                               # tinyshakespeare, bpe
+python pipelines/prepare.py tokenizer=char out=data/shakespeare_char
+python pipelines/prepare.py data=text_files data.path=my.txt out=data/mine
+python pipelines/prepare.py data=hub data.hf_path=text data.hf_data_files=my.txt out=data/mine
 """
 
 import hydra

@@ -1,7 +1,7 @@
 """Build the ablation report from run folders (stage report).
 
-    python pipelines/report.py runs=[runs/mha-dense-fp32-s0,runs/gqa-dense-fp32-s0] out=reports
-    python pipelines/report.py runs=[runs] baseline=mha-dense-fp32-s0 out=reports/mine
+python pipelines/report.py runs=[runs/mha-dense-fp32-s0,runs/gqa-dense-fp32-s0] out=reports
+python pipelines/report.py runs=[runs] baseline=mha-dense-fp32-s0 out=reports/mine
 """
 
 import hydra

@@ -1,9 +1,9 @@
 """Train one variant (stage train@<variant>).
 
-    python pipelines/train.py attention=gqa precision=bf16 run_dir=runs/mine
-    python pipelines/train.py model=tiny trainer.max_steps=200 logger=csv
-    python pipelines/train.py -m attention=mha,gqa,mqa seed=0,1,2
-    python pipelines/train.py --cfg job        # print the resolved config
+python pipelines/train.py attention=gqa precision=bf16 run_dir=runs/mine
+python pipelines/train.py model=tiny trainer.max_steps=200 logger=csv
+python pipelines/train.py -m attention=mha,gqa,mqa seed=0,1,2
+python pipelines/train.py --cfg job        # print the resolved config
 """
 
 import hydra

@@ -70,8 +70,15 @@ def tiny_train_config(data_dir: Path, run_dir: Path, *overrides: str):
     """A validated TrainConfig for a seconds-long tiny run with no tracker."""
     cfg = compose_config(
         "train",
-        ["experiment=tiny", "logger=none", "trainer.enable_progress_bar=false", "tokenizer.vocab_size=512",
-         f"data.dir={data_dir}", f"run_dir={run_dir}", *overrides],
+        [
+            "experiment=tiny",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+            "tokenizer.vocab_size=512",
+            f"data.dir={data_dir}",
+            f"run_dir={run_dir}",
+            *overrides,
+        ],
     )
     return to_object(cfg)
 

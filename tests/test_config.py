@@ -11,7 +11,17 @@ from hydra.errors import ConfigCompositionException
 from tests.conftest import CONF, compose_config
 from tinyseek.config import TrainConfig, to_object
 
-GROUPS = ["model", "attention", "ffn", "precision", "data", "tokenizer", "trainer", "logger", "experiment"]
+GROUPS = [
+    "model",
+    "attention",
+    "ffn",
+    "precision",
+    "data",
+    "tokenizer",
+    "trainer",
+    "logger",
+    "experiment",
+]
 # Options that need a value the user supplies.
 REQUIRED = {"data/text_files": ["data.path=corpus.txt"], "data/hub": ["data.hf_path=text"]}
 
@@ -78,8 +88,14 @@ def test_misspelt_key_in_yaml_rejected(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.dim=100", "model.n_heads=8"], r"model.dim=100 is not divisible by model.n_heads=8"),
-        (["attention=gqa", "model.n_kv_heads=3"], r"model.n_heads=8 is not divisible by model.n_kv_heads=3"),
+        (
+            ["model.dim=100", "model.n_heads=8"],
+            r"model.dim=100 is not divisible by model.n_heads=8",
+        ),
+        (
+            ["attention=gqa", "model.n_kv_heads=3"],
+            r"model.n_heads=8 is not divisible by model.n_kv_heads=3",
+        ),
         (["attention=mha", "model.n_kv_heads=2"], r"contradicts attention=mha"),
         (["attention=mqa", "model.n_kv_heads=2"], r"contradicts attention=mqa"),
         (["data.seq_len=512"], r"data.seq_len=512 exceeds model.max_seq_len=256"),

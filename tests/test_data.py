@@ -18,7 +18,9 @@ from tinyseek.data.tokenizer import token_byte_lengths, train_tokenizer
 
 def prepare_file(path: Path, out: Path, tokenizer: str = "bpe", seq_len: int = 64) -> dict:
     corpus = load_corpus(DataConfig(source="path", path=str(path)), None, out / "cache")
-    return prepare_corpus(corpus, TokenizerConfig(type=tokenizer, vocab_size=300), out, 0.1, seq_len + 1, "small")
+    return prepare_corpus(
+        corpus, TokenizerConfig(type=tokenizer, vocab_size=300), out, 0.1, seq_len + 1, "small"
+    )
 
 
 @pytest.mark.parametrize("tokenizer", ["bpe", "char", "byte"])
@@ -79,7 +81,9 @@ def test_tokenizer_round_trip(shakespeare_text, kind):
 
 @pytest.mark.parametrize("kind", ["bpe", "byte"])
 def test_byte_level_round_trip_unicode(kind):
-    tokenizer = train_tokenizer(TokenizerConfig(type=kind, vocab_size=300), "plain ascii text\n" * 20)
+    tokenizer = train_tokenizer(
+        TokenizerConfig(type=kind, vocab_size=300), "plain ascii text\n" * 20
+    )
     text = "naïve café — 東京 🙂\n\ttabs"
     assert tokenizer.decode(tokenizer.encode(text).ids) == text
 
@@ -207,6 +211,8 @@ def test_hub_text_builder_with_local_files(tmp_path, small_text_file):
 
 
 def test_hub_missing_column_rejected(tmp_path, small_text_file):
-    cfg = DataConfig(source="hub", hf_path="text", hf_data_files=str(small_text_file), text_column="content")
+    cfg = DataConfig(
+        source="hub", hf_path="text", hf_data_files=str(small_text_file), text_column="content"
+    )
     with pytest.raises(CorpusError, match="no column 'content'"):
         load_corpus(cfg, None, tmp_path / "cache")

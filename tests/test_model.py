@@ -89,7 +89,11 @@ def test_cached_chunked_prefill_matches_full_forward():
     model = build(tiny_model_config("gqa"))
     tokens = torch.randint(0, 97, (2, 40))
     cache = model.make_cache(batch_size=2)
-    chunks = [model(tokens[:, :10], cache), model(tokens[:, 10:25], cache), model(tokens[:, 25:], cache)]
+    chunks = [
+        model(tokens[:, :10], cache),
+        model(tokens[:, 10:25], cache),
+        model(tokens[:, 25:], cache),
+    ]
     assert_close(torch.cat(chunks, dim=1), model(tokens), rtol=1e-5, atol=1e-5)
 
 

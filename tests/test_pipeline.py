@@ -25,7 +25,14 @@ TINY_PARAMS = {
         "baseline": "mha-dense-fp32-s0",
     },
     "data": {"corpus": "tinyshakespeare", "tokenizer": "bpe"},
-    "train": {"max_steps": 30, "batch_size": 8, "seq_len": 64, "lr": 0.003, "warmup_steps": 5, "val_check_interval": 15},
+    "train": {
+        "max_steps": 30,
+        "batch_size": 8,
+        "seq_len": 64,
+        "lr": 0.003,
+        "warmup_steps": 5,
+        "val_check_interval": 15,
+    },
     "eval": {"batch_size": 32, "decode_tokens": 8},
 }
 VARIANTS = ["mha-dense-fp32-s0", "gqa-dense-fp32-s0"]
@@ -33,7 +40,9 @@ VARIANTS = ["mha-dense-fp32-s0", "gqa-dense-fp32-s0"]
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result.stdout + result.stderr
 
 
@@ -42,7 +51,9 @@ def pipeline_repo(tmp_path_factory, shakespeare_dir):
     repo = tmp_path_factory.mktemp("pipeline") / "repo"
     repo.mkdir()
     for name in ("conf", "pipelines", "src"):
-        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(
+            REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, repo / name)
     (repo / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
@@ -55,8 +66,10 @@ def pipeline_repo(tmp_path_factory, shakespeare_dir):
         "TINYSEEK_CACHE_DIR": str(repo.parent / "cache"),
         "WANDB_MODE": "offline",
         "WANDB_DIR": str(repo.parent),
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
     }
     dvc = [sys.executable, "-m", "dvc"]
     run(["git", "init", "-q"], repo, env)
@@ -92,6 +105,7 @@ def test_report_numbers_equal_metrics(pipeline_repo):
     gqa = summary["rows"][1]
     # tiny: 4 query heads against 2 key/value heads halves the cache.
     assert gqa["kv_reduction"] == 2.0
+    assert summary["rows"][0]["kv_reduction"] == 1.0
 
 
 def test_second_repro_runs_nothing(pipeline_repo):

@@ -20,7 +20,9 @@ def test_mode_defaults_to_offline(tmp_path):
 
 
 def test_mode_online_with_api_key(tmp_path):
-    assert resolve_wandb_mode(LoggerConfig(), {"WANDB_API_KEY": "k"}, tmp_path / ".netrc") == "online"
+    assert (
+        resolve_wandb_mode(LoggerConfig(), {"WANDB_API_KEY": "k"}, tmp_path / ".netrc") == "online"
+    )
     netrc = tmp_path / ".netrc"
     netrc.write_text("machine api.wandb.ai\n  login user\n  password secret\n")
     assert resolve_wandb_mode(LoggerConfig(), {}, netrc) == "online"
@@ -40,7 +42,11 @@ def test_invalid_mode_rejected(tmp_path):
 def run_stage(script: str, *overrides: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "pipelines" / script), *overrides],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -48,7 +54,10 @@ def inspect_summary(run_path: Path) -> dict:
     wandb_cli = Path(sys.executable).with_name("wandb")
     out = subprocess.run(
         [str(wandb_cli), "leet", "inspect", "--summary", "--json", str(run_path)],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     return json.loads(out.stdout)
 
@@ -58,8 +67,15 @@ def test_offline_run_holds_config_and_metrics(tmp_path, tiny_data_dir):
     run_dir = tmp_path / "run"
     common = [f"run_dir={run_dir}"]
     trained = run_stage(
-        "train.py", "experiment=tiny", "tokenizer.vocab_size=512", f"data.dir={tiny_data_dir}",
-        "trainer.max_steps=20", "trainer.enable_progress_bar=false", "ablation=wandb_test", *common, env=env,
+        "train.py",
+        "experiment=tiny",
+        "tokenizer.vocab_size=512",
+        f"data.dir={tiny_data_dir}",
+        "trainer.max_steps=20",
+        "trainer.enable_progress_bar=false",
+        "ablation=wandb_test",
+        *common,
+        env=env,
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     evaluated = run_stage("evaluate.py", "eval.decode_tokens=8", *common, env=env)

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from tests.conftest import tiny_train_config
-from tinyseek.config import EvaluateConfig, EvalConfig, LoggerConfig
+from tinyseek.config import EvalConfig, EvaluateConfig, LoggerConfig
 from tinyseek.evaluation.run import evaluate
 from tinyseek.training.run import train
 from tinyseek.training.schedule import warmup_cosine
@@ -21,13 +21,19 @@ def read_history(path) -> list[dict[str, str]]:
 
 
 def losses(run_dir) -> list[float]:
-    return [float(row["train/loss"]) for row in read_history(run_dir / "history.csv") if row["train/loss"]]
+    return [
+        float(row["train/loss"])
+        for row in read_history(run_dir / "history.csv")
+        if row["train/loss"]
+    ]
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, tiny_data_dir):
     run_dir = tmp_path_factory.mktemp("run") / "tiny"
-    cfg = tiny_train_config(tiny_data_dir, run_dir, "trainer.max_steps=60", "trainer.log_every_n_steps=5")
+    cfg = tiny_train_config(
+        tiny_data_dir, run_dir, "trainer.max_steps=60", "trainer.log_every_n_steps=5"
+    )
     summary = train(cfg)
     return run_dir, summary
 
@@ -54,32 +60,56 @@ def test_training_writes_outputs(trained_run):
 def test_history_holds_metric_names(trained_run):
     run_dir, _ = trained_run
     columns = set(read_history(run_dir / "history.csv")[0])
-    expected = {"step", "train/loss", "train/lr", "train/grad_norm", "throughput/tokens_per_s", "memory/peak_bytes", "val/loss"}
+    expected = {
+        "step",
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "throughput/tokens_per_s",
+        "memory/peak_bytes",
+        "val/loss",
+    }
     assert expected <= columns
 
 
 def test_same_seed_same_losses(tmp_path, tiny_data_dir):
     curves = []
     for name in ("a", "b"):
-        cfg = tiny_train_config(tiny_data_dir, tmp_path / name, "trainer.max_steps=20", "trainer.log_every_n_steps=5")
+        cfg = tiny_train_config(
+            tiny_data_dir, tmp_path / name, "trainer.max_steps=20", "trainer.log_every_n_steps=5"
+        )
         train(cfg)
         curves.append(losses(tmp_path / name))
     assert curves[0] == curves[1]
 
 
 def test_different_seed_different_losses(tmp_path, tiny_data_dir, trained_run):
-    cfg = tiny_train_config(tiny_data_dir, tmp_path / "s1", "seed=1", "trainer.max_steps=20", "trainer.log_every_n_steps=5")
+    cfg = tiny_train_config(
+        tiny_data_dir,
+        tmp_path / "s1",
+        "seed=1",
+        "trainer.max_steps=20",
+        "trainer.log_every_n_steps=5",
+    )
     train(cfg)
     assert losses(tmp_path / "s1")[:4] != losses(trained_run[0])[:4]
 
 
 def test_evaluate_writes_metrics(trained_run):
     run_dir, _ = trained_run
-    metrics = evaluate(EvaluateConfig(run_dir=str(run_dir), eval=EvalConfig(decode_tokens=16), logger=LoggerConfig(type="none")))
+    metrics = evaluate(
+        EvaluateConfig(
+            run_dir=str(run_dir),
+            eval=EvalConfig(decode_tokens=16),
+            logger=LoggerConfig(type="none"),
+        )
+    )
     on_disk = json.loads((run_dir / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
     assert 0 < metrics["val"]["bpb"] < 8
-    assert metrics["val"]["bpb"] == pytest.approx(metrics["val"]["loss"] * metrics["val"]["tokens"] / math.log(2) / metrics["val"]["bytes"])
+    assert metrics["val"]["bpb"] == pytest.approx(
+        metrics["val"]["loss"] * metrics["val"]["tokens"] / math.log(2) / metrics["val"]["bytes"]
+    )
     assert metrics["kv_cache"]["bytes_per_token_measured"] == metrics["kv_cache"]["bytes_per_token"]
     assert metrics["throughput"]["decode_tokens_per_s"] > 0
     assert isinstance(metrics["sample"], str) and metrics["sample"]
@@ -100,7 +130,13 @@ def test_tokenizer_mismatch_rejected(tmp_path, tiny_data_dir):
 
 
 def test_window_longer_than_data_rejected(tmp_path, tiny_data_dir):
-    cfg = tiny_train_config(tiny_data_dir, tmp_path / "run", "data.seq_len=120", "model.max_seq_len=100000", "data.batch_size=1")
+    cfg = tiny_train_config(
+        tiny_data_dir,
+        tmp_path / "run",
+        "data.seq_len=120",
+        "model.max_seq_len=100000",
+        "data.batch_size=1",
+    )
     # 120 tokens fit; a window past the validation split's length does not.
     cfg.data.seq_len = 100_000
     with pytest.raises(ValueError, match="fewer than one window"):

@@ -21,6 +21,12 @@ def kv_cache_bytes_per_token(cfg: ModelConfig, dtype: torch.dtype) -> int:
     return kv_cache_elements_per_token_per_layer(cfg) * cfg.n_layers * element_size
 
 
+def mha_kv_cache_bytes_per_token(cfg: ModelConfig, dtype: torch.dtype) -> int:
+    """Cache bytes per token of MHA with the same n_heads, head_dim and layers."""
+    element_size = torch.empty((), dtype=dtype).element_size()
+    return 2 * cfg.n_heads * cfg.resolved_head_dim * cfg.n_layers * element_size
+
+
 def count_parameters(module: torch.nn.Module) -> int:
     """Distinct parameters of a module (a tied weight counts once)."""
     return sum(p.numel() for p in module.parameters())

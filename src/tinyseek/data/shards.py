@@ -90,7 +90,9 @@ def prepare_corpus(
         "corpus": {"name": corpus_name, "source": corpus.source, "sha256": corpus.sha256},
         "tokenizer": {
             "type": tokenizer_cfg.type,
-            "vocab_size_requested": tokenizer_cfg.vocab_size if tokenizer_cfg.type == "bpe" else None,
+            "vocab_size_requested": tokenizer_cfg.vocab_size
+            if tokenizer_cfg.type == "bpe"
+            else None,
             "sha256": tokenizer_hash(tokenizer),
         },
         "vocab_size": vocab_size,
@@ -102,7 +104,11 @@ def prepare_corpus(
     write_json(out_dir / "meta.json", meta)
     log.info(
         "prepared %s: vocab %d, %d train and %d val tokens (%.2f bytes per token)",
-        out_dir, vocab_size, len(train_ids), len(val_ids), meta["val"]["bytes"] / len(val_ids),
+        out_dir,
+        vocab_size,
+        len(train_ids),
+        len(val_ids),
+        meta["val"]["bytes"] / len(val_ids),
     )
     return meta
 

@@ -45,7 +45,9 @@ def read_text_file(path: Path) -> str:
         raise CorpusError(f"corpus file not found: {path}. Check data.path or the data folder.")
     raw = path.read_bytes()
     if not raw.strip():
-        raise CorpusError(f"corpus file is empty: {path}. Point data.path at a non-empty text file.")
+        raise CorpusError(
+            f"corpus file is empty: {path}. Point data.path at a non-empty text file."
+        )
     if b"\x00" in raw[:_SNIFF_BYTES]:
         raise CorpusError(
             f"corpus file looks binary (it contains NUL bytes): {path}. "
@@ -65,7 +67,9 @@ def read_text_path(path: Path) -> str:
     if path.is_dir():
         files = sorted(path.rglob("*.txt"))
         if not files:
-            raise CorpusError(f"no *.txt files in corpus folder {path}. Add text files or fix data.path.")
+            raise CorpusError(
+                f"no *.txt files in corpus folder {path}. Add text files or fix data.path."
+            )
         return "\n".join(read_text_file(f) for f in files)
     return read_text_file(path)
 
@@ -148,7 +152,9 @@ def load_corpus(cfg: DataConfig, data_dir: str | None, cache_dir: str | os.PathL
     if cfg.path:
         path = Path(cfg.path)
         if not path.exists():
-            raise CorpusError(f"data.path={cfg.path} does not exist. Point it at a text file or folder.")
+            raise CorpusError(
+                f"data.path={cfg.path} does not exist. Point it at a text file or folder."
+            )
         return Corpus(read_text_path(path), source=str(path))
     if cfg.source == "hub":
         return Corpus(load_hub_text(cfg), source=f"hub:{cfg.hf_path}")

@@ -30,7 +30,9 @@ def measure_decoding(
     autocast: AbstractContextManager,
 ) -> DecodeStats:
     """Prefill prompt (1, T), then greedily decode new_tokens one at a time with the cache."""
-    cache = model.make_cache(batch_size=prompt.shape[0], max_seq_len=prompt.shape[1] + new_tokens, dtype=cache_dtype)
+    cache = model.make_cache(
+        batch_size=prompt.shape[0], max_seq_len=prompt.shape[1] + new_tokens, dtype=cache_dtype
+    )
     with autocast:
         logits = model(prompt, cache)
         next_token = logits[:, -1:].argmax(-1)

@@ -26,14 +26,20 @@ def load_model(run_dir: str | Path, cfg: TrainConfig) -> Transformer:
     """Build the model and load the weights of checkpoints/last.ckpt."""
     path = Path(run_dir) / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the run in {run_dir} has not finished training.")
+        raise FileNotFoundError(
+            f"{path} not found: the run in {run_dir} has not finished training."
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises RuntimeError, EOFError or pickle errors
-        raise ValueError(f"checkpoint {path} is unreadable ({err}): it is corrupt or truncated.") from err
+        raise ValueError(
+            f"checkpoint {path} is unreadable ({err}): it is corrupt or truncated."
+        ) from err
 
     model = Transformer(cfg.model)
     prefix = "model."
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    state = {
+        k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)
+    }
     model.load_state_dict(state)
     return model.eval()

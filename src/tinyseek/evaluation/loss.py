@@ -42,7 +42,11 @@ def split_nll(
 
 
 def _windows_nll(
-    model: Transformer, tokens: np.ndarray, starts: list[int], length: int, autocast: AbstractContextManager
+    model: Transformer,
+    tokens: np.ndarray,
+    starts: list[int],
+    length: int,
+    autocast: AbstractContextManager,
 ) -> float:
     windows = np.stack([tokens[s : s + length + 1] for s in starts]).astype(np.int64)
     batch = torch.from_numpy(windows).to(model.head.weight.device)  # (B, T + 1)

@@ -17,21 +17,29 @@ from tinyseek.evaluation.decode import generate, measure_decoding
 from tinyseek.evaluation.loader import load_model, load_run_config
 from tinyseek.evaluation.loss import bits_per_byte, split_nll
 from tinyseek.io import read_json, write_json
-from tinyseek.sizing import kv_cache_bytes_per_token, kv_cache_elements_per_token_per_layer
+from tinyseek.sizing import (
+    kv_cache_bytes_per_token,
+    kv_cache_elements_per_token_per_layer,
+    mha_kv_cache_bytes_per_token,
+)
 from tinyseek.tracking import start_wandb_run
 from tinyseek.training.run import axis_tags, flatten
 
 log = logging.getLogger(__name__)
 
 
-def precision_context(train_cfg: TrainConfig) -> tuple[contextlib.AbstractContextManager, torch.dtype]:
+def precision_context(
+    train_cfg: TrainConfig,
+) -> tuple[contextlib.AbstractContextManager, torch.dtype]:
     """Autocast matching the training precision, and the KV-cache dtype that goes with it."""
     if train_cfg.precision.name == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16), torch.bfloat16
     return contextlib.nullcontext(), torch.float32
 
 
-def evaluate(cfg: EvaluateConfig, wandb_mode: str = "offline", commit: str | None = None) -> dict[str, Any]:
+def evaluate(
+    cfg: EvaluateConfig, wandb_mode: str = "offline", commit: str | None = None
+) -> dict[str, Any]:
     """Evaluate the run in cfg.run_dir and write run_dir/metrics.json."""
     run_dir = Path(cfg.run_dir)
     train_cfg = load_run_config(run_dir)
@@ -43,7 +51,9 @@ def evaluate(cfg: EvaluateConfig, wandb_mode: str = "offline", commit: str | Non
     torch.manual_seed(cfg.seed)
 
     # Loss and bits per byte over the whole validation split
-    total_nll, n_targets = split_nll(model, val_tokens, train_cfg.data.seq_len, cfg.eval.batch_size, autocast)
+    total_nll, n_targets = split_nll(
+        model, val_tokens, train_cfg.data.seq_len, cfg.eval.batch_size, autocast
+    )
     byte_lengths = token_byte_lengths(load_tokenizer(train_cfg.data.dir))
     # Every token but the first is predicted, so the first token's bytes are left out.
     predicted_bytes = meta["val"]["bytes"] - int(byte_lengths[int(val_tokens[0])])
@@ -84,6 +94,7 @@ def evaluate(cfg: EvaluateConfig, wandb_mode: str = "offline", commit: str | Non
             "elements_per_token_per_layer": kv_cache_elements_per_token_per_layer(train_cfg.model),
             "bytes_per_token": kv_cache_bytes_per_token(train_cfg.model, cache_dtype),
             "bytes_per_token_measured": decode.kv_bytes_per_token_measured,
+            "mha_bytes_per_token": mha_kv_cache_bytes_per_token(train_cfg.model, cache_dtype),
         },
         "memory": train_summary["memory"],
         "cost": train_summary["cost"],
@@ -104,18 +115,41 @@ def _load_train_summary(run_dir: Path) -> dict[str, Any]:
 
 def _sample_text(model, prompt, cfg: EvaluateConfig, train_cfg: TrainConfig, autocast) -> str:
     generator = torch.Generator().manual_seed(cfg.seed)
-    tokens = generate(model, prompt, cfg.eval.sample_tokens, cfg.eval.temperature, cfg.eval.top_k, generator, autocast)
+    tokens = generate(
+        model,
+        prompt,
+        cfg.eval.sample_tokens,
+        cfg.eval.temperature,
+        cfg.eval.top_k,
+        generator,
+        autocast,
+    )
     return load_tokenizer(train_cfg.data.dir).decode(tokens[0].tolist())
 
 
-def _log_to_wandb(cfg: EvaluateConfig, train_cfg: TrainConfig, metrics: dict[str, Any], mode: str, commit: str | None) -> None:
+def _log_to_wandb(
+    cfg: EvaluateConfig,
+    train_cfg: TrainConfig,
+    metrics: dict[str, Any],
+    mode: str,
+    commit: str | None,
+) -> None:
     if cfg.logger.type != "wandb":
         return
-    config = OmegaConf.to_container(OmegaConf.structured(train_cfg), resolve=True) | {"git_commit": commit}
+    config = OmegaConf.to_container(OmegaConf.structured(train_cfg), resolve=True) | {
+        "git_commit": commit
+    }
     run = start_wandb_run(
-        cfg.logger, mode, name=train_cfg.name, group=train_cfg.ablation, job_type="evaluate",
-        tags=axis_tags(train_cfg), config=config,
+        cfg.logger,
+        mode,
+        name=train_cfg.name,
+        group=train_cfg.ablation,
+        job_type="evaluate",
+        tags=axis_tags(train_cfg),
+        config=config,
     )
-    summary = flatten({k: v for k, v in metrics.items() if k not in ("sample", "axes", "run_dir", "variant")})
+    summary = flatten(
+        {k: v for k, v in metrics.items() if k not in ("sample", "axes", "run_dir", "variant")}
+    )
     run.summary.update(summary)
     run.summary["sample"] = metrics["sample"]

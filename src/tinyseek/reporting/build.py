@@ -31,9 +31,15 @@ def build_report(cfg: ReportConfig, commit: str | None = None) -> dict[str, Any]
 
     figure_paths = {
         "loss_curves": figures.loss_curves(runs, out / "figures" / "loss_curves.png"),
-        "val_bpb": figures.bar_chart(rows, "val_bpb", "val bits per byte", out / "figures" / "val_bpb.png"),
-        "kv_bytes": figures.bar_chart(rows, "kv_bytes_per_token", "KV-cache bytes per token", out / "figures" / "kv_bytes.png"),
-        "tokens_per_s": figures.bar_chart(rows, "tokens_per_s", "training tokens/s", out / "figures" / "tokens_per_s.png"),
+        "val_bpb": figures.bar_chart(
+            rows, "val_bpb", "val bits per byte", out / "figures" / "val_bpb.png"
+        ),
+        "kv_bytes": figures.bar_chart(
+            rows, "kv_bytes_per_token", "KV-cache bytes per token", out / "figures" / "kv_bytes.png"
+        ),
+        "tokens_per_s": figures.bar_chart(
+            rows, "tokens_per_s", "training tokens/s", out / "figures" / "tokens_per_s.png"
+        ),
     }
     summary = {
         "title": cfg.title,
@@ -74,7 +80,8 @@ def render_markdown(summary: dict[str, Any], figure_paths: dict[str, Path], out:
         f"# {summary['title']}",
         "",
         f"Baseline: `{summary['baseline']}`. {_budget_sentence(summary)} Validation loss and "
-        "bits per UTF-8 byte (bpb) cover the whole validation split; bpb compares across tokenizers.",
+        "bits per UTF-8 byte (bpb) cover the whole validation split, and bpb compares across "
+        "tokenizers.",
         "",
         markdown_table(summary["rows"]),
         "",
@@ -93,7 +100,8 @@ def _provenance_text(prov: dict[str, Any]) -> str:
             f"git commit: {prov['git_commit']}",
             f"dvc.lock sha256: {prov['dvc_lock_sha256']}",
             f"packages: {packages}",
-            f"machine: {machine['platform']}, {machine['processor']}, {machine['cpu_count']} CPUs, Python {machine['python']}",
+            f"machine: {machine['platform']}, {machine['processor']}, "
+            f"{machine['cpu_count']} CPUs, Python {machine['python']}",
         ]
     )
 
@@ -107,7 +115,9 @@ def render_html(summary: dict[str, Any], figure_paths: dict[str, Path]) -> str:
     """A self-contained page: figures are embedded, so it renders without network or files."""
     header = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in COLUMNS)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(format_cell(row[key], fmt))}</td>" for key, _, fmt in COLUMNS) + "</tr>"
+        "<tr>"
+        + "".join(f"<td>{html.escape(format_cell(row[key], fmt))}</td>" for key, _, fmt in COLUMNS)
+        + "</tr>"
         for row in summary["rows"]
     )
     images = "".join(_embedded_image(path, name) for name, path in figure_paths.items())
@@ -123,10 +133,11 @@ figure {{ display: inline-block; margin: 1em 1em 0 0; }} img {{ max-width: 640px
 pre {{ background: #f7f7f7; padding: 1em; white-space: pre-wrap; }}
 </style></head><body>
 <h1>{title}</h1>
-<p>Baseline: <code>{html.escape(summary['baseline'])}</code>. {html.escape(_budget_sentence(summary))}
+<p>Baseline: <code>{html.escape(summary["baseline"])}</code>.
+{html.escape(_budget_sentence(summary))}
 Validation loss and bits per UTF-8 byte (bpb) cover the whole validation split.</p>
 <table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>
 {images}
-<h2>Provenance</h2><pre>{html.escape(_provenance_text(summary['provenance']))}</pre>
+<h2>Provenance</h2><pre>{html.escape(_provenance_text(summary["provenance"]))}</pre>
 </body></html>
 """

@@ -25,11 +25,13 @@ def loss_curves(runs: list[Run], path: Path) -> Path:
     """Sampled validation loss (solid) and training loss (faint) against the step."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for run in runs:
-        train = [(r["step"], r["train/loss"]) for r in run.history if "train/loss" in r]
-        val = [(r["step"], r["val/loss"]) for r in run.history if "val/loss" in r]
-        (line,) = ax.plot(*zip(*val), marker="o", label=run.variant) if val else ax.plot([], [])
-        if train:
-            ax.plot(*zip(*train), color=line.get_color(), alpha=0.25)
+        val_steps = [r["step"] for r in run.history if "val/loss" in r]
+        val_loss = [r["val/loss"] for r in run.history if "val/loss" in r]
+        (line,) = ax.plot(val_steps, val_loss, marker="o", label=run.variant)
+
+        train_steps = [r["step"] for r in run.history if "train/loss" in r]
+        train_loss = [r["train/loss"] for r in run.history if "train/loss" in r]
+        ax.plot(train_steps, train_loss, color=line.get_color(), alpha=0.25)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("Validation loss (sampled windows); training loss faint")

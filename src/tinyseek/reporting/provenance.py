@@ -9,7 +9,17 @@ import platform
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("tinyseek", "torch", "lightning", "hydra-core", "omegaconf", "wandb", "dvc", "tokenizers", "numpy")
+PACKAGES = (
+    "tinyseek",
+    "torch",
+    "lightning",
+    "hydra-core",
+    "omegaconf",
+    "wandb",
+    "dvc",
+    "tokenizers",
+    "numpy",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -25,7 +35,9 @@ def package_versions() -> dict[str, str]:
 def provenance(commit: str | None, lock_path: Path = Path("dvc.lock")) -> dict[str, Any]:
     return {
         "git_commit": commit,
-        "dvc_lock_sha256": hashlib.sha256(lock_path.read_bytes()).hexdigest() if lock_path.is_file() else None,
+        "dvc_lock_sha256": hashlib.sha256(lock_path.read_bytes()).hexdigest()
+        if lock_path.is_file()
+        else None,
         "packages": package_versions(),
         "machine": {
             "platform": platform.platform(),

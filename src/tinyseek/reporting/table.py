@@ -14,7 +14,7 @@ COLUMNS = [
     ("delta_bpb", "Δ bpb vs baseline", "{:+.4f}"),
     ("params", "params", "{:,}"),
     ("kv_bytes_per_token", "KV bytes/token", "{:,}"),
-    ("kv_reduction", "KV reduction vs baseline", "{:.2f}×"),
+    ("kv_reduction", "KV reduction vs MHA", "{:.2f}×"),
     ("tokens_per_s", "train tokens/s", "{:,.0f}"),
     ("peak_memory_mib", "peak memory (MiB)", "{:,.0f}"),
     ("device_hours", "device-hours", "{:.4f}"),
@@ -38,7 +38,8 @@ def summary_rows(runs: list[Run], baseline: str) -> list[dict[str, Any]]:
                 "delta_bpb": m["val"]["bpb"] - base["val"]["bpb"],
                 "params": m["params"]["total"],
                 "kv_bytes_per_token": m["kv_cache"]["bytes_per_token"],
-                "kv_reduction": base["kv_cache"]["bytes_per_token"] / m["kv_cache"]["bytes_per_token"],
+                "kv_reduction": base["kv_cache"]["bytes_per_token"]
+                / m["kv_cache"]["bytes_per_token"],
                 "tokens_per_s": m["throughput"]["tokens_per_s"],
                 "peak_memory_mib": m["memory"]["peak_bytes"] / 2**20,
                 "device_hours": m["cost"]["device_hours"],

@@ -13,6 +13,8 @@ from tinyseek.io import atomic_path
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save to a temporary file beside the target, then rename onto it."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path, storage_options: Any = None
+    ) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)

@@ -7,7 +7,9 @@ import time
 import torch
 
 
-def measure_peak_flops(dtype: torch.dtype, device: torch.device, size: int = 1024, seconds: float = 0.5) -> float:
+def measure_peak_flops(
+    dtype: torch.dtype, device: torch.device, size: int = 1024, seconds: float = 0.5
+) -> float:
     """FLOP/s of a square matmul in `dtype`, the best of repeated timings over about `seconds`.
 
     NOTE: this is the machine's achievable dense matmul rate in this process, not a vendor

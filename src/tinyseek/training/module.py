@@ -17,7 +17,9 @@ from tinyseek.training.schedule import warmup_cosine
 class LanguageModel(L.LightningModule):
     """Cross-entropy training with AdamW, warmup plus cosine decay and gradient clipping."""
 
-    def __init__(self, model_cfg: ModelConfig, optim_cfg: OptimConfig, max_steps: int, grad_clip: float):
+    def __init__(
+        self, model_cfg: ModelConfig, optim_cfg: OptimConfig, max_steps: int, grad_clip: float
+    ):
         super().__init__()
         self.model = Transformer(model_cfg)
         self.optim_cfg = optim_cfg
@@ -68,4 +70,7 @@ class LanguageModel(L.LightningModule):
             min_lr_ratio=cfg.min_lr_ratio,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import OmegaConf
 
@@ -22,7 +22,12 @@ from tinyseek.data.datamodule import TokenDataModule
 from tinyseek.data.shards import load_meta
 from tinyseek.io import write_json, write_text
 from tinyseek.sizing import count_parameters, train_flops_per_token
-from tinyseek.training.callbacks import HistoryWriter, MemoryMonitor, ThroughputMonitor, peak_memory_bytes
+from tinyseek.training.callbacks import (
+    HistoryWriter,
+    MemoryMonitor,
+    ThroughputMonitor,
+    peak_memory_bytes,
+)
 from tinyseek.training.checkpoint import AtomicCheckpointIO
 from tinyseek.training.flops import measure_peak_flops
 from tinyseek.training.module import LanguageModel
@@ -33,10 +38,20 @@ log = logging.getLogger(__name__)
 _IDENTITY_KEYS = ("seed", "model", "precision", "data", "tokenizer", "optim", "trainer.max_steps")
 
 
+class _DropAdvertisement(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
 def quiet_known_warnings() -> None:
     """Silence Lightning advice that does not apply to in-memory token windows on CPU."""
-    for pattern in (".*does not have many workers.*", ".*GPU available but not used.*",
-                    ".*LOCAL_RANK.*", ".*Checkpoint directory.*exists and is not empty.*"):
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvertisement())
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*GPU available but not used.*",
+        ".*LOCAL_RANK.*",
+        ".*Checkpoint directory.*exists and is not empty.*",
+    ):
         warnings.filterwarnings("ignore", message=pattern)
 
 
@@ -87,7 +102,9 @@ def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
         return None
     saved_path = run_dir / "config.yaml"
     if saved_path.is_file():
-        saved = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(saved_path)))
+        saved = OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(saved_path))
+        )
         if _identity(saved) != _identity(cfg):
             raise ValueError(
                 f"{run_dir} holds a checkpoint of a different configuration: choose another "
@@ -97,7 +114,9 @@ def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
     return checkpoint
 
 
-def build_logger(cfg: TrainConfig, run_dir: Path, wandb_mode: str, wandb_dir: str, extra: dict[str, Any]) -> Logger | bool:
+def build_logger(
+    cfg: TrainConfig, run_dir: Path, wandb_mode: str, wandb_dir: str, extra: dict[str, Any]
+) -> Logger | bool:
     if cfg.logger.type == "none":
         return False
     if cfg.logger.type == "csv":
@@ -142,7 +161,9 @@ def axis_tags(cfg: TrainConfig) -> list[str]:
     ]
 
 
-def build_trainer(cfg: TrainConfig, run_dir: Path, logger: Logger | bool, callbacks: list[L.Callback]) -> L.Trainer:
+def build_trainer(
+    cfg: TrainConfig, run_dir: Path, logger: Logger | bool, callbacks: list[L.Callback]
+) -> L.Trainer:
     t = cfg.trainer
     checkpointing = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
@@ -150,6 +171,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, logger: Logger | bool, callba
         save_top_k=0,
         every_n_train_steps=t.checkpoint_every_n_steps,
     )
+    progress_bar = [TQDMProgressBar(refresh_rate=10)] if t.enable_progress_bar else []
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -166,13 +188,15 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, logger: Logger | bool, callba
         enable_progress_bar=t.enable_progress_bar,
         enable_model_summary=False,
         logger=logger,
-        callbacks=[checkpointing, *callbacks],
+        callbacks=[checkpointing, *progress_bar, *callbacks],
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
     )
 
 
-def train(cfg: TrainConfig, wandb_mode: str = "offline", wandb_dir: str = ".", commit: str | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig, wandb_mode: str = "offline", wandb_dir: str = ".", commit: str | None = None
+) -> dict[str, Any]:
     """Train one variant into cfg.run_dir and return the training summary (train.json)."""
     quiet_known_warnings()
     run_dir = Path(cfg.run_dir)
@@ -182,12 +206,18 @@ def train(cfg: TrainConfig, wandb_mode: str = "offline", wandb_dir: str = ".", c
     check_tokenizer(cfg.tokenizer, meta, cfg.data.dir)
     cfg.model.vocab_size = resolve_vocab_size(cfg.model.vocab_size, meta)
     checkpoint = find_resume_checkpoint(cfg, run_dir)
-    datamodule = TokenDataModule(cfg.data, cfg.seed, cfg.trainer.max_steps, cfg.trainer.limit_val_batches)
+    datamodule = TokenDataModule(
+        cfg.data, cfg.seed, cfg.trainer.max_steps, cfg.trainer.limit_val_batches
+    )
 
     # Model and callbacks
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = LanguageModel(cfg.model, cfg.optim, cfg.trainer.max_steps, cfg.trainer.gradient_clip_val)
-    tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.devices * cfg.trainer.num_nodes
+    module = LanguageModel(
+        cfg.model, cfg.optim, cfg.trainer.max_steps, cfg.trainer.gradient_clip_val
+    )
+    tokens_per_step = (
+        cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.devices * cfg.trainer.num_nodes
+    )
     throughput = ThroughputMonitor(tokens_per_step, cfg.trainer.log_every_n_steps)
     history = HistoryWriter(run_dir / "history.csv", cfg.trainer.log_every_n_steps)
     callbacks = [throughput, MemoryMonitor(cfg.trainer.log_every_n_steps), history]
@@ -209,7 +239,14 @@ def train(cfg: TrainConfig, wandb_mode: str = "offline", wandb_dir: str = ".", c
     return summary
 
 
-def summarise(cfg: TrainConfig, trainer: L.Trainer, module: LanguageModel, throughput: ThroughputMonitor, wall_s: float, meta: dict[str, Any]) -> dict[str, Any]:
+def summarise(
+    cfg: TrainConfig,
+    trainer: L.Trainer,
+    module: LanguageModel,
+    throughput: ThroughputMonitor,
+    wall_s: float,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
     """Collect the training numbers that the evaluate stage merges into metrics.json."""
     model = module.model
     flops_per_token = train_flops_per_token(model, cfg.model, cfg.data.seq_len)
