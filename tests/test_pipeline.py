@@ -18,7 +18,7 @@ TINY_PARAMS = {
     "ablation": {
         "name": "pipeline_test",
         "model": "tiny",
-        "attention": ["mha", "gqa"],
+        "attention": ["mha", "gqa", "mla"],
         "ffn": ["dense"],
         "precision": ["fp32"],
         "seeds": [0],
@@ -35,7 +35,7 @@ TINY_PARAMS = {
     },
     "eval": {"batch_size": 32, "decode_tokens": 8},
 }
-VARIANTS = ["mha-dense-fp32-s0", "gqa-dense-fp32-s0"]
+VARIANTS = ["mha-dense-fp32-s0", "gqa-dense-fp32-s0", "mla-dense-fp32-s0"]
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -90,6 +90,19 @@ def test_repro_produces_every_output(pipeline_repo):
         assert (repo / "reports" / name).is_file(), name
 
 
+def test_mla_metrics_cover_both_decode_paths(pipeline_repo):
+    repo, _, _, _ = pipeline_repo
+    metrics = json.loads((repo / "runs" / "mla-dense-fp32-s0" / "metrics.json").read_text())
+    decode = metrics["decode"]
+    assert decode["path"] == "absorbed"
+    assert decode["absorbed_tokens_per_s"] > 0
+    assert decode["naive_tokens_per_s"] > 0
+    assert decode["naive_kv_bytes_per_token_measured"] == decode["naive_kv_bytes_per_token"]
+    # tiny MLA caches (64 + 8) fp32 elements in each of 2 layers.
+    assert metrics["kv_cache"]["bytes_per_token"] == 72 * 2 * 4
+    assert metrics["kv_cache"]["bytes_per_token_measured"] == 72 * 2 * 4
+
+
 def test_report_numbers_equal_metrics(pipeline_repo):
     repo, _, _, _ = pipeline_repo
     summary = json.loads((repo / "reports" / "summary.json").read_text())
@@ -102,10 +115,14 @@ def test_report_numbers_equal_metrics(pipeline_repo):
         assert row["kv_bytes_per_token"] == metrics["kv_cache"]["bytes_per_token"]
         assert row["tokens_per_s"] == metrics["throughput"]["tokens_per_s"]
         assert f"{metrics['val']['bpb']:.4f}" in markdown
-    gqa = summary["rows"][1]
+    mha, gqa, mla = summary["rows"]
+    assert mha["kv_reduction"] == 1.0
     # tiny: 4 query heads against 2 key/value heads halves the cache.
     assert gqa["kv_reduction"] == 2.0
-    assert summary["rows"][0]["kv_reduction"] == 1.0
+    # MLA: 2 * n_heads * head_dim / (kv_lora_rank + qk_rope_head_dim) = 2 * 4 * 16 / (64 + 8).
+    assert mla["kv_reduction"] == pytest.approx(128 / 72)
+    assert "| mla-dense-fp32-s0 |" in markdown
+    assert "1.78×" in markdown
 
 
 def test_second_repro_runs_nothing(pipeline_repo):
@@ -127,6 +144,7 @@ def test_config_edit_reruns_only_its_stages(pipeline_repo):
 
     rerun = run([*dvc, "repro"], repo, env)
     assert "Running stage 'train@gqa-dense-fp32-0'" in rerun
+    assert "Running stage 'train@mla-dense-fp32-0'" not in rerun
     assert "Running stage 'evaluate@gqa-dense-fp32-0'" in rerun
     assert "Running stage 'report'" in rerun
     assert "Running stage 'train@mha-dense-fp32-0'" not in rerun

@@ -14,7 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-ATTENTION_TYPES = ("mha", "gqa", "mqa")
+ATTENTION_TYPES = ("mha", "gqa", "mqa", "mla")
 FFN_TYPES = ("dense",)
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
 TOKENIZER_TYPES = ("bpe", "char", "byte")
@@ -57,7 +57,17 @@ class ModelConfig:
     tie_embeddings: bool = False
     init_std: float = 0.02
     attention: str = "mha"
-    """Attention type: mha, gqa or mqa (set by the attention group)."""
+    """Attention type: mha, gqa, mqa or mla (set by the attention group)."""
+    q_lora_rank: int = 0
+    """MLA query latent width; 0 projects the query at full rank (DeepSeek-V2-Lite)."""
+    kv_lora_rank: int = 64
+    """MLA compressed key/value latent width, the cached part besides the RoPE key."""
+    qk_nope_head_dim: int = 16
+    """MLA per-head query/key width without rotary embedding."""
+    qk_rope_head_dim: int = 8
+    """MLA rotary query/key width; one RoPE key of this width is shared by all heads."""
+    v_head_dim: int = 16
+    """MLA per-head value width."""
     ffn: str = "dense"
     """Feed-forward type (set by the ffn group)."""
 
@@ -75,11 +85,28 @@ class ModelConfig:
             _check_positive("model.head_dim", self.head_dim)
         if self.vocab_size is not None:
             _check_positive("model.vocab_size", self.vocab_size)
+        if self.attention == "mla":
+            self._check_mla()
         self._check_kv_heads()
 
+    def _check_mla(self) -> None:
+        for key in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            _check_positive(f"model.{key}", getattr(self, key))
+        if self.q_lora_rank < 0:
+            raise ValueError(
+                f"model.q_lora_rank={self.q_lora_rank} is invalid: use 0 for a full-rank query "
+                "or a positive latent width."
+            )
+        if self.qk_rope_head_dim % 2 != 0:
+            raise ValueError(
+                f"model.qk_rope_head_dim={self.qk_rope_head_dim} is odd: rotary embeddings "
+                "rotate channel pairs, so use an even width."
+            )
+
     def _check_kv_heads(self) -> None:
-        if self.n_kv_heads is None:
-            self.n_kv_heads = {"mha": self.n_heads, "mqa": 1}.get(self.attention, self.n_heads)
+        if self.n_kv_heads is None or self.attention == "mla":
+            # MLA up-projects keys and values for every head from one shared latent.
+            self.n_kv_heads = 1 if self.attention == "mqa" else self.n_heads
         _check_positive("model.n_kv_heads", self.n_kv_heads)
         if self.n_heads % self.n_kv_heads != 0:
             raise ValueError(
@@ -324,6 +351,13 @@ class ReportConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
+@dataclass
+class SizingConfig:
+    """Root config of `python -m tinyseek.sizing`."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
 def register_configs() -> None:
     """Store the root schemas so the YAML roots can extend them."""
     store = ConfigStore.instance()
@@ -331,6 +365,7 @@ def register_configs() -> None:
     store.store(name="prepare_schema", node=PrepareConfig)
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(name="report_schema", node=ReportConfig)
+    store.store(name="sizing_schema", node=SizingConfig)
 
 
 def to_object(cfg: DictConfig) -> Any:

@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from tinyseek.config import ModelConfig
 
 
-def kv_cache_elements_per_token_per_layer(cfg: ModelConfig) -> int:
-    """Cached elements per token in one layer: 2 * n_kv_heads * head_dim (keys and values).
+def element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
 
-    This is DeepSeek-V2's Table 1 count: MHA 2*n_heads*d_h, GQA 2*n_kv_heads*d_h, MQA 2*d_h.
+
+def kv_cache_elements_per_token_per_layer(cfg: ModelConfig, absorbed: bool = True) -> int:
+    """Cached elements per token in one layer, as in DeepSeek-V2's Table 1.
+
+    MHA 2 * n_heads * head_dim, GQA 2 * n_kv_heads * head_dim, MQA 2 * head_dim, and MLA
+    kv_lora_rank + qk_rope_head_dim. MLA's naive decoding (absorbed=False) caches full
+    per-head keys and values instead: n_heads * (qk_nope + qk_rope + v head dims).
     """
-    return 2 * cfg.n_kv_heads * cfg.resolved_head_dim
+    if cfg.attention != "mla":
+        return 2 * cfg.n_kv_heads * cfg.resolved_head_dim
+    if absorbed:
+        return cfg.kv_lora_rank + cfg.qk_rope_head_dim
+    return cfg.n_heads * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim + cfg.v_head_dim)
 
 
-def kv_cache_bytes_per_token(cfg: ModelConfig, dtype: torch.dtype) -> int:
+def kv_cache_bytes_per_token(cfg: ModelConfig, dtype: torch.dtype, absorbed: bool = True) -> int:
     """Cache bytes per token summed over all layers, in the cache dtype."""
-    element_size = torch.empty((), dtype=dtype).element_size()
-    return kv_cache_elements_per_token_per_layer(cfg) * cfg.n_layers * element_size
+    elements = kv_cache_elements_per_token_per_layer(cfg, absorbed) * cfg.n_layers
+    return elements * element_size(dtype)
+
+
+def mha_kv_cache_elements_per_token(cfg: ModelConfig) -> int:
+    """Cached elements per token, all layers, of MHA with the same n_heads and head_dim."""
+    return 2 * cfg.n_heads * cfg.resolved_head_dim * cfg.n_layers
 
 
 def mha_kv_cache_bytes_per_token(cfg: ModelConfig, dtype: torch.dtype) -> int:
     """Cache bytes per token of MHA with the same n_heads, head_dim and layers."""
-    element_size = torch.empty((), dtype=dtype).element_size()
-    return 2 * cfg.n_heads * cfg.resolved_head_dim * cfg.n_layers * element_size
+    return mha_kv_cache_elements_per_token(cfg) * element_size(dtype)
 
 
 def count_parameters(module: torch.nn.Module) -> int:
@@ -35,12 +51,64 @@ def count_parameters(module: torch.nn.Module) -> int:
 def train_flops_per_token(model: torch.nn.Module, cfg: ModelConfig, seq_len: int) -> float:
     """Training FLOPs per token: 6 per matmul weight plus the attention scores and mixing.
 
-    The attention term is 12 * n_layers * n_heads * head_dim * seq_len (forward and backward
-    of QK^T and AV with full, unmasked cost), the PaLM convention. The embedding lookup is
-    not a matmul, so its weights are excluded unless the head shares them.
+    The attention term is 6 * n_layers * n_heads * (qk width + v width) * seq_len, forward
+    and backward of QK^T and AV at full, unmasked cost (PaLM's 12 * L * H * Q * T when the
+    widths are equal). The embedding lookup is not a matmul, so its weights are excluded
+    unless the head shares them.
     """
     matmul_params = count_parameters(model)
     if not cfg.tie_embeddings:
         matmul_params -= model.embed.weight.numel()
-    attention = 12 * cfg.n_layers * cfg.n_heads * cfg.resolved_head_dim * seq_len
+    if cfg.attention == "mla":
+        head_widths = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim + cfg.v_head_dim
+    else:
+        head_widths = 2 * cfg.resolved_head_dim
+    attention = 6 * cfg.n_layers * cfg.n_heads * head_widths * seq_len
     return 6.0 * matmul_params + attention
+
+
+def kv_cache_report(cfg: ModelConfig) -> list[str]:
+    """Lines that describe a model's KV cache per token, for the sizing command."""
+    per_layer = kv_cache_elements_per_token_per_layer(cfg)
+    total = per_layer * cfg.n_layers
+    mha = mha_kv_cache_elements_per_token(cfg)
+    lines = [
+        f"model {cfg.name}: attention {cfg.attention}, {cfg.n_layers} layers, "
+        f"{cfg.n_heads} heads of {cfg.resolved_head_dim} dims",
+        f"KV cache per token: {per_layer:,} elements per layer, {total:,} in all layers",
+    ]
+    for dtype in (torch.bfloat16, torch.float32):
+        size = kv_cache_bytes_per_token(cfg, dtype)
+        name = str(dtype).removeprefix("torch.")
+        lines.append(f"  {name}: {size:,} bytes ({size / 1024:.1f} KiB)")
+    if cfg.attention == "mla":
+        naive = kv_cache_elements_per_token_per_layer(cfg, absorbed=False) * cfg.n_layers
+        lines.append(f"MLA naive decoding (full keys and values): {naive:,} elements")
+    lines.append(
+        f"MHA of the same shape: {mha:,} elements ({mha / total:.2f}x this model's cache, "
+        f"this one is {100 * total / mha:.2f} % of it)"
+    )
+    return lines
+
+
+def main() -> None:
+    """Print the KV cache per token of a model preset: `python -m tinyseek.sizing model=...`."""
+    import hydra
+
+    from tinyseek.config import register_configs, to_object
+
+    register_configs()
+    # NOTE: conf/ sits at the repository root, so this command needs a source checkout
+    # (an editable install), like the pipeline entry points.
+    conf_dir = Path(__file__).resolve().parents[2] / "conf"
+
+    @hydra.main(version_base="1.3", config_path=str(conf_dir), config_name="sizing")
+    def run(cfg) -> None:
+        sizing_cfg = to_object(cfg)
+        print("\n".join(kv_cache_report(sizing_cfg.model)))
+
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -28,10 +28,17 @@ def measure_decoding(
     new_tokens: int,
     cache_dtype: torch.dtype,
     autocast: AbstractContextManager,
+    absorbed: bool = True,
 ) -> DecodeStats:
-    """Prefill prompt (1, T), then greedily decode new_tokens one at a time with the cache."""
+    """Prefill prompt (B, T), then greedily decode new_tokens one at a time with the cache.
+
+    `absorbed` picks MLA's latent cache or its naive full key/value cache.
+    """
     cache = model.make_cache(
-        batch_size=prompt.shape[0], max_seq_len=prompt.shape[1] + new_tokens, dtype=cache_dtype
+        batch_size=prompt.shape[0],
+        max_seq_len=prompt.shape[1] + new_tokens,
+        dtype=cache_dtype,
+        absorbed=absorbed,
     )
     with autocast:
         logits = model(prompt, cache)

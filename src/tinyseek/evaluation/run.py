@@ -68,6 +68,21 @@ def evaluate(
         )
     prompt = torch.from_numpy(val_tokens[:prompt_len].astype("int64"))[None]  # (1, T)
     decode = measure_decoding(model, prompt, cfg.eval.decode_tokens, cache_dtype, autocast)
+    decode_metrics = {"tokens_per_s": decode.tokens_per_s, "path": "standard"}
+    if train_cfg.model.attention == "mla":
+        naive = measure_decoding(
+            model, prompt, cfg.eval.decode_tokens, cache_dtype, autocast, absorbed=False
+        )
+        decode_metrics = {
+            "path": "absorbed",
+            "tokens_per_s": decode.tokens_per_s,
+            "absorbed_tokens_per_s": decode.tokens_per_s,
+            "naive_tokens_per_s": naive.tokens_per_s,
+            "naive_kv_bytes_per_token": kv_cache_bytes_per_token(
+                train_cfg.model, cache_dtype, absorbed=False
+            ),
+            "naive_kv_bytes_per_token_measured": naive.kv_bytes_per_token_measured,
+        }
     sample = _sample_text(model, prompt, cfg, train_cfg, autocast)
 
     metrics = {
@@ -96,6 +111,7 @@ def evaluate(
             "bytes_per_token_measured": decode.kv_bytes_per_token_measured,
             "mha_bytes_per_token": mha_kv_cache_bytes_per_token(train_cfg.model, cache_dtype),
         },
+        "decode": decode_metrics,
         "memory": train_summary["memory"],
         "cost": train_summary["cost"],
         "sample": sample,

@@ -30,8 +30,14 @@ class Attention(nn.Module):
         self.rotary = RotaryEmbedding(self.head_dim, cfg.max_seq_len, cfg.rope_theta)
 
     def make_cache(
-        self, batch_size: int, max_seq_len: int, dtype: torch.dtype, device: torch.device
+        self,
+        batch_size: int,
+        max_seq_len: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        absorbed: bool = True,
     ) -> KVCache:
+        """Allocate this layer's cache; `absorbed` only matters for MLA."""
         return KVCache(batch_size, max_seq_len, self.n_kv_heads, self.head_dim, dtype, device)
 
     def forward(
@@ -64,7 +70,7 @@ class Attention(nn.Module):
             q.transpose(1, 2),  # (B, H, T, D)
             k.transpose(1, 2),  # (B, K, S, D)
             v.transpose(1, 2),
-            attn_mask=_causal_mask(T, past, x.device),
+            attn_mask=None if past == 0 or T == 1 else causal_mask(T, past, x.device),
             is_causal=past == 0 and T > 1,
             enable_gqa=self.n_kv_heads != self.n_heads,
         )  # (B, H, T, D)
@@ -73,13 +79,11 @@ class Attention(nn.Module):
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))
 
 
-def _causal_mask(T: int, past: int, device: torch.device) -> torch.Tensor | None:
-    """Boolean (T, past + T) mask for queries that follow `past` cached positions.
+def causal_mask(T: int, past: int, device: torch.device) -> torch.Tensor:
+    """Boolean (T, past + T) mask, True where a query may attend: keys at or before it.
 
-    None when SDPA's own causal flag suffices (no past) or nothing needs masking (T == 1).
+    The queries are the T positions that follow `past` cached positions.
     """
-    if past == 0 or T == 1:
-        return None
     query_pos = torch.arange(past, past + T, device=device)[:, None]
     key_pos = torch.arange(past + T, device=device)[None, :]
     return key_pos <= query_pos

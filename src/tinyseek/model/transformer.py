@@ -9,8 +9,9 @@ from torch import nn
 
 from tinyseek.config import ModelConfig
 from tinyseek.model.attention import Attention
-from tinyseek.model.cache import KVCache, ModelCache
+from tinyseek.model.cache import KVCache, LatentCache, ModelCache
 from tinyseek.model.ffn import SwiGLU
+from tinyseek.model.mla import MLA
 from tinyseek.model.norm import RMSNorm
 
 
@@ -20,12 +21,15 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.attn = Attention(cfg)
+        self.attn = MLA(cfg) if cfg.attention == "mla" else Attention(cfg)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn = SwiGLU(cfg.dim, cfg.inter_dim)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache | LatentCache | None = None,
     ) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), positions, cache)
         return x + self.ffn(self.ffn_norm(x))
@@ -58,15 +62,24 @@ class Transformer(nn.Module):
             nn.init.normal_(param, mean=0.0, std=residual_std if is_residual_out else std)
 
     def make_cache(
-        self, batch_size: int, max_seq_len: int | None = None, dtype: torch.dtype | None = None
+        self,
+        batch_size: int,
+        max_seq_len: int | None = None,
+        dtype: torch.dtype | None = None,
+        absorbed: bool = True,
     ) -> ModelCache:
-        """Allocate an empty cache for cached decoding, in the weights' dtype by default."""
+        """Allocate an empty cache for cached decoding, in the weights' dtype by default.
+
+        For MLA, `absorbed` picks the latent cache (True) or full per-head keys and values.
+        """
         max_seq_len = max_seq_len or self.cfg.max_seq_len
         dtype = dtype or self.head.weight.dtype
         device = self.head.weight.device
-        return ModelCache(
-            [block.attn.make_cache(batch_size, max_seq_len, dtype, device) for block in self.layers]
-        )
+        caches = [
+            block.attn.make_cache(batch_size, max_seq_len, dtype, device, absorbed)
+            for block in self.layers
+        ]
+        return ModelCache(caches)
 
     def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
         """Return logits for tokens (B, T); with a cache, tokens continue the cached ones."""

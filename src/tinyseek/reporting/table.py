@@ -16,6 +16,7 @@ COLUMNS = [
     ("kv_bytes_per_token", "KV bytes/token", "{:,}"),
     ("kv_reduction", "KV reduction vs MHA", "{:.2f}×"),
     ("tokens_per_s", "train tokens/s", "{:,.0f}"),
+    ("decode_tokens_per_s", "decode tokens/s", "{:,.0f}"),
     ("peak_memory_mib", "peak memory (MiB)", "{:,.0f}"),
     ("device_hours", "device-hours", "{:.4f}"),
 ]
@@ -41,6 +42,7 @@ def summary_rows(runs: list[Run], baseline: str) -> list[dict[str, Any]]:
                 "kv_reduction": base["kv_cache"]["bytes_per_token"]
                 / m["kv_cache"]["bytes_per_token"],
                 "tokens_per_s": m["throughput"]["tokens_per_s"],
+                "decode_tokens_per_s": m["throughput"]["decode_tokens_per_s"],
                 "peak_memory_mib": m["memory"]["peak_bytes"] / 2**20,
                 "device_hours": m["cost"]["device_hours"],
             }
