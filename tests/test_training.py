@@ -118,7 +118,7 @@ def test_evaluate_writes_metrics(trained_run):
 def test_resume_with_other_config_rejected(trained_run, tiny_data_dir):
     run_dir, _ = trained_run
     cfg = tiny_train_config(tiny_data_dir, run_dir, "trainer.max_steps=60", "optim.lr=0.01")
-    with pytest.raises(ValueError, match="holds a checkpoint of a different configuration"):
+    with pytest.raises(ValueError, match="contains a checkpoint of a different configuration"):
         train(cfg)
 
 

@@ -1,9 +1,9 @@
 """Typed configuration for every Hydra group, registered in Hydra's ConfigStore.
 
 The YAML files under ``conf/`` are merged onto these schemas, so a misspelt key fails at
-composition. Cross-field rules live in ``__post_init__`` and run when a composed config is
-turned into objects with :func:`to_object`; each rule raises a ``ValueError`` that names the
-key, the value and the fix.
+composition. Cross-field rules live in ``__post_init__`` and run when :func:`to_object` turns
+a composed config into objects. Each rule raises a ``ValueError`` that names the key, the
+value and the fix.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 ATTENTION_TYPES = ("mha", "gqa", "mqa", "mla")
-FFN_TYPES = ("dense",)
+FFN_TYPES = ("dense", "moe")
+SCORE_FUNCS = ("softmax", "sigmoid")
+BALANCE_OPTIONS = ("aux_free", "seq_aux", "aux_loss", "none")
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
 TOKENIZER_TYPES = ("bpe", "char", "byte")
 DATA_SOURCES = ("default", "path", "hub")
@@ -51,7 +53,7 @@ class ModelConfig:
     vocab_size: int | None = None
     """None takes the vocabulary size from the prepared data's meta.json."""
     max_seq_len: int = 256
-    """Longest sequence the rotary tables and KV cache are built for."""
+    """Maximum sequence length, which sizes the rotary tables and the KV cache."""
     norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     tie_embeddings: bool = False
@@ -68,6 +70,31 @@ class ModelConfig:
     """MLA rotary query/key width; one RoPE key of this width is shared by all heads."""
     v_head_dim: int = 16
     """MLA per-head value width."""
+    n_dense_layers: int = 1
+    """MoE: the first this many blocks keep the dense SwiGLU."""
+    n_routed_experts: int = 16
+    n_shared_experts: int = 1
+    """MoE: always-on experts, run as one SwiGLU of width n_shared_experts * moe_inter_dim."""
+    n_activated_experts: int = 3
+    """MoE: routed experts per token (top-k)."""
+    moe_inter_dim: int = 88
+    """MoE: hidden width of one expert."""
+    score_func: str = "sigmoid"
+    """MoE router scores: softmax (DeepSeek-V2) or sigmoid (DeepSeek-V3)."""
+    route_scale: float = 1.0
+    """MoE: factor applied to the gate values of the routed experts."""
+    n_expert_groups: int = 1
+    """MoE: groups of routed experts for group-limited routing (1 disables it)."""
+    n_limited_groups: int = 1
+    """MoE: groups a token may route to."""
+    balance: list[str] = field(default_factory=lambda: ["aux_free", "seq_aux"])
+    """MoE load balancing: any of aux_free, seq_aux, aux_loss, or [none]."""
+    bias_update_speed: float = 0.001
+    """MoE aux_free: bias step gamma per optimiser step."""
+    seq_aux_alpha: float = 1e-4
+    """MoE seq_aux: weight of the complementary sequence-wise balance loss."""
+    aux_loss_alpha: float = 0.003
+    """MoE aux_loss: weight of DeepSeek-V2's expert-level balance loss."""
     ffn: str = "dense"
     """Feed-forward type (set by the ffn group)."""
 
@@ -87,6 +114,8 @@ class ModelConfig:
             _check_positive("model.vocab_size", self.vocab_size)
         if self.attention == "mla":
             self._check_mla()
+        if self.ffn == "moe":
+            self._check_moe()
         self._check_kv_heads()
 
     def _check_mla(self) -> None:
@@ -102,6 +131,49 @@ class ModelConfig:
                 f"model.qk_rope_head_dim={self.qk_rope_head_dim} is odd: rotary embeddings "
                 "rotate channel pairs, so use an even width."
             )
+
+    def _check_moe(self) -> None:
+        for key in ("n_routed_experts", "n_activated_experts", "moe_inter_dim", "route_scale"):
+            _check_positive(f"model.{key}", getattr(self, key))
+        _check_positive("model.n_expert_groups", self.n_expert_groups)
+        _check_positive("model.n_limited_groups", self.n_limited_groups)
+        _check_choice("model.score_func", self.score_func, SCORE_FUNCS)
+        if self.n_activated_experts > self.n_routed_experts:
+            raise ValueError(
+                f"model.n_activated_experts={self.n_activated_experts} exceeds "
+                f"model.n_routed_experts={self.n_routed_experts}: lower the top-k or add experts."
+            )
+        if self.n_routed_experts % self.n_expert_groups != 0:
+            raise ValueError(
+                f"model.n_expert_groups={self.n_expert_groups} does not divide "
+                f"model.n_routed_experts={self.n_routed_experts}: choose a divisor."
+            )
+        if self.n_limited_groups > self.n_expert_groups:
+            raise ValueError(
+                f"model.n_limited_groups={self.n_limited_groups} exceeds "
+                f"model.n_expert_groups={self.n_expert_groups}: a token cannot use more groups "
+                "than exist."
+            )
+        reachable = self.n_limited_groups * self.n_routed_experts // self.n_expert_groups
+        if reachable < self.n_activated_experts:
+            raise ValueError(
+                f"model.n_limited_groups={self.n_limited_groups} leaves {reachable} reachable "
+                f"experts, fewer than model.n_activated_experts={self.n_activated_experts}: "
+                "allow more groups."
+            )
+        if not 0 <= self.n_dense_layers <= self.n_layers:
+            raise ValueError(
+                f"model.n_dense_layers={self.n_dense_layers} must lie in [0, model.n_layers="
+                f"{self.n_layers}]."
+            )
+        if self.n_shared_experts < 0:
+            raise ValueError(f"model.n_shared_experts={self.n_shared_experts} is negative.")
+        for option in self.balance:
+            _check_choice("model.balance", option, BALANCE_OPTIONS)
+        if "none" in self.balance and len(self.balance) > 1:
+            raise ValueError(f"model.balance={list(self.balance)} mixes none with other options.")
+        if self.bias_update_speed < 0:
+            raise ValueError(f"model.bias_update_speed={self.bias_update_speed} is negative.")
 
     def _check_kv_heads(self) -> None:
         if self.n_kv_heads is None or self.attention == "mla":

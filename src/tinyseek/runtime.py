@@ -23,13 +23,13 @@ def setup_process() -> None:
 
 
 def wandb_settings(cfg: LoggerConfig) -> tuple[str, str]:
-    """Return the W&B mode and the folder that holds wandb/ (WANDB_DIR or the working dir)."""
+    """Return the W&B mode and the parent folder of wandb/ (WANDB_DIR or the working dir)."""
     mode = resolve_wandb_mode(cfg, os.environ, Path.home() / ".netrc")
     return mode, os.environ.get("WANDB_DIR", ".")
 
 
 def data_dir() -> str | None:
-    """The user's corpus folder, $TINYSEEK_DATA_DIR, if set."""
+    """Return the user's corpus folder, $TINYSEEK_DATA_DIR, or None when unset."""
     return os.environ.get("TINYSEEK_DATA_DIR") or None
 
 

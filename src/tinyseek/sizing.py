@@ -48,13 +48,34 @@ def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def count_active_parameters(model: torch.nn.Module) -> int:
+    """Parameters that one token uses: all, less the routed experts it is not sent to.
+
+    The embedding and head count in full, and so does each MoE router, which scores every
+    expert for every token.
+    """
+    inactive = sum(
+        (moe.n_experts - moe.top_k) * moe.experts.params_per_expert() for moe in model.moe_layers()
+    )
+    return count_parameters(model) - inactive
+
+
+def parameter_counts(cfg: ModelConfig) -> tuple[int, int]:
+    """Total and activated parameters of a config, built on the meta device (no memory)."""
+    from tinyseek.model import Transformer
+
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    return count_parameters(model), count_active_parameters(model)
+
+
 def train_flops_per_token(model: torch.nn.Module, cfg: ModelConfig, seq_len: int) -> float:
     """Training FLOPs per token: 6 per matmul weight plus the attention scores and mixing.
 
-    The attention term is 6 * n_layers * n_heads * (qk width + v width) * seq_len, forward
-    and backward of QK^T and AV at full, unmasked cost (PaLM's 12 * L * H * Q * T when the
-    widths are equal). The embedding lookup is not a matmul, so its weights are excluded
-    unless the head shares them.
+    The attention term is 6 * n_layers * n_heads * (qk width + v width) * seq_len. It counts
+    forward and backward of QK^T and AV at full, unmasked cost, which is PaLM's
+    12 * L * H * Q * T when the widths are equal. The embedding lookup is not a matmul, so
+    its weights are excluded unless the head shares them.
     """
     matmul_params = count_parameters(model)
     if not cfg.tie_embeddings:
@@ -65,6 +86,20 @@ def train_flops_per_token(model: torch.nn.Module, cfg: ModelConfig, seq_len: int
         head_widths = 2 * cfg.resolved_head_dim
     attention = 6 * cfg.n_layers * cfg.n_heads * head_widths * seq_len
     return 6.0 * matmul_params + attention
+
+
+def parameter_report(cfg: ModelConfig) -> list[str]:
+    """Lines that give a model's total and activated parameters, for the sizing command."""
+    if cfg.vocab_size is None:
+        return [
+            "parameters: set model.vocab_size (training takes it from the tokenizer) to count "
+            "them, for example model.vocab_size=2048"
+        ]
+    total, active = parameter_counts(cfg)
+    return [
+        f"parameters: {total:,} total, {active:,} activated per token "
+        f"(ffn {cfg.ffn}, embedding and head included)"
+    ]
 
 
 def kv_cache_report(cfg: ModelConfig) -> list[str]:
@@ -96,6 +131,7 @@ def main() -> None:
     import hydra
 
     from tinyseek.config import register_configs, to_object
+    from tinyseek.runtime import exit_on_invalid_input
 
     register_configs()
     # NOTE: conf/ sits at the repository root, so this command needs a source checkout
@@ -103,9 +139,11 @@ def main() -> None:
     conf_dir = Path(__file__).resolve().parents[2] / "conf"
 
     @hydra.main(version_base="1.3", config_path=str(conf_dir), config_name="sizing")
+    @exit_on_invalid_input
     def run(cfg) -> None:
         sizing_cfg = to_object(cfg)
-        print("\n".join(kv_cache_report(sizing_cfg.model)))
+        lines = kv_cache_report(sizing_cfg.model) + parameter_report(sizing_cfg.model)
+        print("\n".join(lines))
 
     run()
 

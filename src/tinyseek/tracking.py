@@ -29,7 +29,10 @@ def resolve_wandb_mode(cfg: LoggerConfig, environ: Mapping[str, str], netrc_path
 
 
 def git_commit(cwd: str | Path = ".") -> str | None:
-    """The checked-out commit, with '-dirty' when tracked files changed; None outside git."""
+    """Return the checked-out commit, suffixed '-dirty' when tracked files changed.
+
+    Returns None outside a git checkout.
+    """
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True

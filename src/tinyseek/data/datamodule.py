@@ -69,13 +69,13 @@ class TokenDataModule(L.LightningDataModule):
         for split, tokens in (("train", self.train_tokens), ("val", self.val_tokens)):
             if len(tokens) < window:
                 raise ValueError(
-                    f"{Path(self.cfg.dir) / split}.bin holds {len(tokens)} tokens, fewer than one "
+                    f"{Path(self.cfg.dir) / split}.bin has {len(tokens)} tokens, fewer than one "
                     f"window of data.seq_len + 1 = {window}: lower data.seq_len or use more text."
                 )
 
     def train_dataloader(self) -> DataLoader:
-        # A resumed run starts at the restored global step, so it sees the batches an
-        # uninterrupted run would have seen next.
+        # A resumed run starts at the restored global step, so it draws the batches that an
+        # uninterrupted run would have drawn next.
         start = self.trainer.global_step if self.trainer is not None else 0
         dataset = RandomWindows(
             self.train_tokens,

@@ -129,7 +129,7 @@ def load_tokens(data_dir: str | Path, split: str, meta: dict[str, Any]) -> np.nd
     tokens = np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
     if len(tokens) != meta[split]["tokens"]:
         raise ValueError(
-            f"{path} holds {len(tokens)} tokens but meta.json says {meta[split]['tokens']}: "
+            f"{path} has {len(tokens)} tokens but meta.json records {meta[split]['tokens']}: "
             "the folder is inconsistent, so prepare it again."
         )
     return tokens

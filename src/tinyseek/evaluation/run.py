@@ -17,6 +17,7 @@ from tinyseek.evaluation.decode import generate, measure_decoding
 from tinyseek.evaluation.loader import load_model, load_run_config
 from tinyseek.evaluation.loss import bits_per_byte, split_nll
 from tinyseek.io import read_json, write_json
+from tinyseek.model.moe import max_violation
 from tinyseek.sizing import (
     kv_cache_bytes_per_token,
     kv_cache_elements_per_token_per_layer,
@@ -51,9 +52,12 @@ def evaluate(
     torch.manual_seed(cfg.seed)
 
     # Loss and bits per byte over the whole validation split
+    for moe in model.moe_layers():
+        moe.eval_counts.zero_()
     total_nll, n_targets = split_nll(
         model, val_tokens, train_cfg.data.seq_len, cfg.eval.batch_size, autocast
     )
+    moe_metrics = expert_load_metrics(model, train_cfg.model.n_dense_layers)
     byte_lengths = token_byte_lengths(load_tokenizer(train_cfg.data.dir))
     # Every token but the first is predicted, so the first token's bytes are left out.
     predicted_bytes = meta["val"]["bytes"] - int(byte_lengths[int(val_tokens[0])])
@@ -116,10 +120,30 @@ def evaluate(
         "cost": train_summary["cost"],
         "sample": sample,
     }
+    if moe_metrics:
+        metrics["moe"] = moe_metrics
     write_json(run_dir / "metrics.json", metrics)
     log.info("%s: val loss %.4f, val bpb %.4f", train_cfg.name, val_loss, metrics["val"]["bpb"])
     _log_to_wandb(cfg, train_cfg, metrics, wandb_mode, commit)
     return metrics
+
+
+def expert_load_metrics(model, first_moe_layer: int) -> dict[str, Any] | None:
+    """Expert loads over the evaluated split: MaxVio per layer, dead experts, biases."""
+    moe_layers = model.moe_layers()
+    if not moe_layers:
+        return None
+    counts = torch.stack([moe.eval_counts for moe in moe_layers])  # (layers, E)
+    per_layer = [max_violation(layer_counts) for layer_counts in counts]
+    return {
+        "val_maxvio": sum(per_layer) / len(per_layer),
+        "val_maxvio_max": max(per_layer),
+        "val_maxvio_per_layer": per_layer,
+        "layers": list(range(first_moe_layer, first_moe_layer + len(moe_layers))),
+        "val_tokens_per_expert": counts.long().tolist(),
+        "dead_experts": int((counts == 0).sum()),
+        "bias_absmax": float(torch.stack([moe.gate.bias for moe in moe_layers]).abs().max()),
+    }
 
 
 def _load_train_summary(run_dir: Path) -> dict[str, Any]:

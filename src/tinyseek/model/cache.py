@@ -9,8 +9,8 @@ class KVCache:
     """Per-layer cache of keys and values, preallocated for max_seq_len positions.
 
     Keys are stored as (B, S, n_kv_heads, head_dim) and values as (B, S, n_kv_heads,
-    v_head_dim); only the first `length` positions hold data, and only those count towards
-    :attr:`nbytes`.
+    v_head_dim). Only the first `length` positions contain data, and only those count
+    towards :attr:`nbytes`.
     """
 
     def __init__(
@@ -39,8 +39,8 @@ class KVCache:
         start, end = self.length, self.length + k.shape[1]
         if end > self.max_seq_len:
             raise ValueError(
-                f"KV cache overflow: {end} positions requested, the cache holds "
-                f"{self.max_seq_len}; build the cache with a larger max_seq_len."
+                f"KV cache overflow: {end} positions requested but the cache has room for "
+                f"{self.max_seq_len}. Build the cache with a larger max_seq_len."
             )
         self.k[:, start:end] = k
         self.v[:, start:end] = v
@@ -94,8 +94,8 @@ class LatentCache:
         start, end = self.length, self.length + latent.shape[1]
         if end > self.max_seq_len:
             raise ValueError(
-                f"KV cache overflow: {end} positions requested, the cache holds "
-                f"{self.max_seq_len}; build the cache with a larger max_seq_len."
+                f"KV cache overflow: {end} positions requested but the cache has room for "
+                f"{self.max_seq_len}. Build the cache with a larger max_seq_len."
             )
         self.latent[:, start:end] = latent
         self.k_pe[:, start:end] = k_pe

@@ -22,10 +22,10 @@ from tinyseek.model.rope import RotaryEmbedding
 class MLA(nn.Module):
     """Low-rank query, a compressed KV latent plus one shared RoPE key, per-head up-projections.
 
-    Three paths share the weights: training (no cache) and naive decoding (a KVCache of
-    full keys and values) up-project the latent; absorbed decoding (a LatentCache) folds
-    the key up-projection into the query and the value up-projection into the output, so
-    only the latent and the RoPE key are cached.
+    Three paths share the weights. Training (no cache) and naive decoding (a KVCache of full
+    keys and values) up-project the latent. Absorbed decoding (a LatentCache) folds the key
+    up-projection into the query and the value up-projection into the output, so only the
+    latent and the RoPE key are cached.
     """
 
     def __init__(self, cfg: ModelConfig):

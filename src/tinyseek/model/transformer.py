@@ -12,18 +12,20 @@ from tinyseek.model.attention import Attention
 from tinyseek.model.cache import KVCache, LatentCache, ModelCache
 from tinyseek.model.ffn import SwiGLU
 from tinyseek.model.mla import MLA
+from tinyseek.model.moe import MoE
 from tinyseek.model.norm import RMSNorm
 
 
 class Block(nn.Module):
     """x + attn(attn_norm(x)), then x + ffn(ffn_norm(x))."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer_id: int):
         super().__init__()
         self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.attn = MLA(cfg) if cfg.attention == "mla" else Attention(cfg)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.ffn = SwiGLU(cfg.dim, cfg.inter_dim)
+        use_moe = cfg.ffn == "moe" and layer_id >= cfg.n_dense_layers
+        self.ffn = MoE(cfg) if use_moe else SwiGLU(cfg.dim, cfg.inter_dim)
 
     def forward(
         self,
@@ -44,7 +46,7 @@ class Transformer(nn.Module):
             raise ValueError("model.vocab_size is unset: take it from the prepared meta.json.")
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(Block(cfg, layer_id) for layer_id in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -58,7 +60,9 @@ class Transformer(nn.Module):
         for name, param in self.named_parameters():
             if param.dim() < 2:
                 continue
-            is_residual_out = name.endswith(("attn.wo.weight", "ffn.w2.weight"))
+            is_residual_out = name.endswith(
+                ("attn.wo.weight", "ffn.w2.weight", "experts.w2", "shared_experts.w2.weight")
+            )
             nn.init.normal_(param, mean=0.0, std=residual_std if is_residual_out else std)
 
     def make_cache(
@@ -80,6 +84,16 @@ class Transformer(nn.Module):
             for block in self.layers
         ]
         return ModelCache(caches)
+
+    def moe_layers(self) -> list[MoE]:
+        return [block.ffn for block in self.layers if isinstance(block.ffn, MoE)]
+
+    def aux_loss(self) -> torch.Tensor:
+        """Sum of the MoE balance losses of the last training forward (0 for dense models)."""
+        losses = [moe.aux_loss for moe in self.moe_layers()]
+        return (
+            torch.stack(losses).sum() if losses else torch.zeros((), device=self.head.weight.device)
+        )
 
     def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
         """Return logits for tokens (B, T); with a cache, tokens continue the cached ones."""

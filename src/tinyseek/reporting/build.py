@@ -41,11 +41,15 @@ def build_report(cfg: ReportConfig, commit: str | None = None) -> dict[str, Any]
             rows, "tokens_per_s", "training tokens/s", out / "figures" / "tokens_per_s.png"
         ),
     }
+    heatmap = figures.expert_load_heatmap(runs, out / "figures" / "expert_load.png")
+    if heatmap is not None:
+        figure_paths["expert_load"] = heatmap
     summary = {
         "title": cfg.title,
         "ablation": cfg.ablation,
         "baseline": baseline,
         "budget": _budget(runs),
+        "moe_matching": _moe_matching(runs),
         "rows": rows,
         "runs": {run.variant: {"path": str(run.path), "metrics": run.metrics} for run in runs},
         "provenance": provenance(commit),
@@ -59,13 +63,26 @@ def build_report(cfg: ReportConfig, commit: str | None = None) -> dict[str, Any]
 
 
 def _budget(runs: list[Run]) -> dict[str, Any]:
-    """The training budget each run got; differing budgets are listed per variant."""
+    """Collect the training budget of the runs, per variant where budgets differ."""
     steps = {run.variant: run.metrics["train"]["steps"] for run in runs}
     tokens = {run.variant: run.metrics["train"]["tokens"] for run in runs}
     return {
         "steps": next(iter(steps.values())) if len(set(steps.values())) == 1 else steps,
         "tokens": next(iter(tokens.values())) if len(set(tokens.values())) == 1 else tokens,
     }
+
+
+def _moe_matching(runs: list[Run]) -> str | None:
+    """The rule that sizes MoE variants against the dense ones, when the report has both."""
+    has_moe = any("moe" in run.metrics for run in runs)
+    if not has_moe:
+        return None
+    return (
+        "MoE variants match the dense feed-forward's activated width: "
+        "(n_shared_experts + n_activated_experts) * moe_inter_dim = inter_dim, so each token "
+        "runs as many expert FLOPs as the dense block (the router adds dim * n_routed_experts "
+        "parameters per MoE layer). Total parameters grow with the routed experts."
+    )
 
 
 def _budget_sentence(summary: dict[str, Any]) -> str:
@@ -86,6 +103,8 @@ def render_markdown(summary: dict[str, Any], figure_paths: dict[str, Path], out:
         markdown_table(summary["rows"]),
         "",
     ]
+    if summary["moe_matching"]:
+        lines += [summary["moe_matching"], ""]
     for name, path in figure_paths.items():
         lines += [f"![{name}]({path.relative_to(out).as_posix()})", ""]
     lines += ["## Provenance", "", "```", _provenance_text(summary["provenance"]), "```", ""]
@@ -112,7 +131,7 @@ def _embedded_image(path: Path, alt: str) -> str:
 
 
 def render_html(summary: dict[str, Any], figure_paths: dict[str, Path]) -> str:
-    """A self-contained page: figures are embedded, so it renders without network or files."""
+    """Render a self-contained page: figures are embedded, so it needs no network or files."""
     header = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in COLUMNS)
     body = "".join(
         "<tr>"
@@ -137,6 +156,7 @@ pre {{ background: #f7f7f7; padding: 1em; white-space: pre-wrap; }}
 {html.escape(_budget_sentence(summary))}
 Validation loss and bits per UTF-8 byte (bpb) cover the whole validation split.</p>
 <table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>
+<p>{html.escape(summary["moe_matching"] or "")}</p>
 {images}
 <h2>Provenance</h2><pre>{html.escape(_provenance_text(summary["provenance"]))}</pre>
 </body></html>

@@ -27,7 +27,7 @@ class Run:
 
 
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:
-    """Each path that holds metrics.json, or the folders below it that do, in path order."""
+    """Expand paths into run folders: a path with metrics.json, else its subfolders with one."""
     found: list[Path] = []
     for path in map(Path, paths):
         if not path.exists():

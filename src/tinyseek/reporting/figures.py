@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from tinyseek.io import atomic_path  # noqa: E402
 from tinyseek.reporting.collect import Run  # noqa: E402
@@ -37,6 +38,27 @@ def loss_curves(runs: list[Run], path: Path) -> Path:
     ax.set_title("Validation loss (sampled windows); training loss faint")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def expert_load_heatmap(runs: list[Run], path: Path) -> Path | None:
+    """Share of routed tokens per expert and MoE layer over the validation split."""
+    moe_runs = [run for run in runs if "moe" in run.metrics]
+    if not moe_runs:
+        return None
+    fig, axes = plt.subplots(
+        len(moe_runs), 1, figsize=(7, 1.2 + 1.1 * len(moe_runs)), squeeze=False
+    )
+    for ax, run in zip(axes[:, 0], moe_runs, strict=True):
+        counts = np.asarray(run.metrics["moe"]["val_tokens_per_expert"], dtype=float)
+        share = counts / counts.sum(axis=1, keepdims=True)  # (layers, E)
+        image = ax.imshow(share, aspect="auto", cmap="viridis")
+        ax.set_yticks(range(len(share)), [f"layer {i}" for i in run.metrics["moe"]["layers"]])
+        ax.set_title(
+            f"{run.variant}: val MaxVio {run.metrics['moe']['val_maxvio']:.3f}", fontsize=9
+        )
+        fig.colorbar(image, ax=ax, label="token share")
+    axes[-1, 0].set_xlabel("routed expert")
     return _save(fig, path)
 
 

@@ -1,4 +1,4 @@
-"""Where a report came from: commit, pipeline lock hashes, package versions, machine."""
+"""Report provenance: git commit, pipeline lock hash, package versions and machine."""
 
 from __future__ import annotations
 

@@ -13,12 +13,14 @@ COLUMNS = [
     ("val_bpb", "val bpb", "{:.4f}"),
     ("delta_bpb", "Δ bpb vs baseline", "{:+.4f}"),
     ("params", "params", "{:,}"),
+    ("params_active", "active params", "{:,}"),
     ("kv_bytes_per_token", "KV bytes/token", "{:,}"),
     ("kv_reduction", "KV reduction vs MHA", "{:.2f}×"),
     ("tokens_per_s", "train tokens/s", "{:,.0f}"),
     ("decode_tokens_per_s", "decode tokens/s", "{:,.0f}"),
     ("peak_memory_mib", "peak memory (MiB)", "{:,.0f}"),
     ("device_hours", "device-hours", "{:.4f}"),
+    ("val_maxvio", "val MaxVio", "{:.3f}"),
 ]
 
 
@@ -38,6 +40,7 @@ def summary_rows(runs: list[Run], baseline: str) -> list[dict[str, Any]]:
                 "val_bpb": m["val"]["bpb"],
                 "delta_bpb": m["val"]["bpb"] - base["val"]["bpb"],
                 "params": m["params"]["total"],
+                "params_active": m["params"]["active"],
                 "kv_bytes_per_token": m["kv_cache"]["bytes_per_token"],
                 "kv_reduction": base["kv_cache"]["bytes_per_token"]
                 / m["kv_cache"]["bytes_per_token"],
@@ -45,6 +48,7 @@ def summary_rows(runs: list[Run], baseline: str) -> list[dict[str, Any]]:
                 "decode_tokens_per_s": m["throughput"]["decode_tokens_per_s"],
                 "peak_memory_mib": m["memory"]["peak_bytes"] / 2**20,
                 "device_hours": m["cost"]["device_hours"],
+                "val_maxvio": m["moe"]["val_maxvio"] if "moe" in m else None,
             }
         )
     return rows

@@ -91,7 +91,7 @@ class HistoryWriter(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.log_every_n_steps == 0:
-            self._record(trainer, prefix=("train/", "throughput/", "memory/"))
+            self._record(trainer, prefix=("train/", "throughput/", "memory/", "moe/"))
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:

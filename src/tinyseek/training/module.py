@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from tinyseek.config import ModelConfig, OptimConfig
 from tinyseek.model import Transformer
+from tinyseek.model.moe import load_telemetry
 from tinyseek.training.schedule import warmup_cosine
 
 
@@ -36,7 +37,29 @@ class LanguageModel(L.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
-        return loss
+        if not self.model.moe_layers():
+            return loss
+
+        aux_loss = self.model.aux_loss()
+        self.log("train/aux_loss", aux_loss)
+        return loss + aux_loss
+
+    def on_train_batch_end(self, outputs, batch: torch.Tensor, batch_idx: int) -> None:
+        """Move the MoE routing biases towards balance and log expert-load telemetry."""
+        moe_layers = self.model.moe_layers()
+        if not moe_layers:
+            return
+        counts = torch.stack([moe.train_counts for moe in moe_layers])  # (layers, E)
+        # The bias step uses the whole global batch, so ranks add their counts first.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)
+        for moe, layer_counts in zip(moe_layers, counts, strict=True):
+            if "aux_free" in moe.balance:
+                moe.update_bias(layer_counts, self.model.cfg.bias_update_speed)
+            moe.train_counts.zero_()
+        telemetry = load_telemetry(counts, moe_layers, self.model.cfg.n_dense_layers)
+        for name, value in telemetry.items():
+            self.log(f"moe/{name}", value)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         self.log("val/loss", self.loss(batch), prog_bar=True, sync_dist=True)
@@ -52,8 +75,10 @@ class LanguageModel(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.optim_cfg
         # Weight decay applies to matrices only, not to norms' gains.
-        decay = [p for p in self.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.parameters() if p.dim() < 2]
+        # The MoE routing bias has no gradient: balancing, not AdamW, moves it.
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in trainable if p.dim() >= 2]
+        no_decay = [p for p in trainable if p.dim() < 2]
         optimizer = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": cfg.weight_decay},

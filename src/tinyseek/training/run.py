@@ -21,7 +21,7 @@ from tinyseek.config import TokenizerConfig, TrainConfig
 from tinyseek.data.datamodule import TokenDataModule
 from tinyseek.data.shards import load_meta
 from tinyseek.io import write_json, write_text
-from tinyseek.sizing import count_parameters, train_flops_per_token
+from tinyseek.sizing import count_active_parameters, count_parameters, train_flops_per_token
 from tinyseek.training.callbacks import (
     HistoryWriter,
     MemoryMonitor,
@@ -107,7 +107,7 @@ def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
         )
         if _identity(saved) != _identity(cfg):
             raise ValueError(
-                f"{run_dir} holds a checkpoint of a different configuration: choose another "
+                f"{run_dir} contains a checkpoint of a different configuration: choose another "
                 "run_dir, delete that folder, or set resume=false to start over in it."
             )
     log.info("resuming from %s", checkpoint)
@@ -115,15 +115,21 @@ def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
 
 
 def build_logger(
-    cfg: TrainConfig, run_dir: Path, wandb_mode: str, wandb_dir: str, extra: dict[str, Any]
+    cfg: TrainConfig,
+    run_dir: Path,
+    wandb_mode: str,
+    wandb_dir: str,
+    extra: dict[str, Any],
+    resuming: bool = False,
 ) -> Logger | bool:
     if cfg.logger.type == "none":
         return False
     if cfg.logger.type == "csv":
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
 
+    # A resumed fit continues its W&B run; a fresh fit, even in an old folder, starts a new one.
     run_id_path = run_dir / "wandb_id.txt"
-    if run_id_path.is_file() and cfg.resume:
+    if resuming and run_id_path.is_file():
         run_id = run_id_path.read_text().strip()
     else:
         run_id = new_run_id()
@@ -145,13 +151,13 @@ def build_logger(
 
 
 def new_run_id() -> str:
-    """A random 8-character W&B run id (lowercase letters and digits)."""
+    """Generate a random 8-character W&B run id of lowercase letters and digits."""
     alphabet = string.ascii_lowercase + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
 def axis_tags(cfg: TrainConfig) -> list[str]:
-    """One tag per axis value, for filtering runs on the W&B dashboard."""
+    """Build one tag per axis value, for filtering runs on the W&B dashboard."""
     return [
         f"model:{cfg.model.name}",
         f"attention:{cfg.model.attention}",
@@ -223,7 +229,9 @@ def train(
     callbacks = [throughput, MemoryMonitor(cfg.trainer.log_every_n_steps), history]
 
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    logger = build_logger(cfg, run_dir, wandb_mode, wandb_dir, {"git_commit": commit})
+    logger = build_logger(
+        cfg, run_dir, wandb_mode, wandb_dir, {"git_commit": commit}, resuming=checkpoint is not None
+    )
     trainer = build_trainer(cfg, run_dir, logger, callbacks)
 
     started = time.perf_counter()
@@ -270,7 +278,7 @@ def summarise(
             "peak_flops_measured": peak_flops,
             "mfu": tokens_per_s * flops_per_token / (peak_flops * devices) if peak_flops else None,
         },
-        "params": {"total": count_parameters(model), "active": count_parameters(model)},
+        "params": {"total": count_parameters(model), "active": count_active_parameters(model)},
         "memory": {"peak_bytes": peak_memory_bytes(module.device)},
         "cost": {
             "devices": devices,
