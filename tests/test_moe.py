@@ -289,3 +289,50 @@ def test_moe_training_run(tmp_path, tiny_data_dir):
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     bias = checkpoint["state_dict"]["model.layers.1.ffn.gate.bias"]
     assert float(bias.abs().max()) > 0
+
+
+@pytest.mark.slow
+def test_aux_free_beats_no_balancing(tmp_path, shakespeare_dir):
+    """At the small size, loss-free balancing ends with a lower validation MaxVio than none."""
+    from tinyseek.config import (
+        DataConfig,
+        EvalConfig,
+        EvaluateConfig,
+        LoggerConfig,
+        TokenizerConfig,
+    )
+    from tinyseek.data.shards import prepare_corpus
+    from tinyseek.data.sources import load_corpus
+    from tinyseek.evaluation.run import evaluate
+    from tinyseek.training.run import train
+
+    data_dir = tmp_path / "data"
+    corpus = load_corpus(DataConfig(), str(shakespeare_dir), tmp_path / "cache")
+    prepare_corpus(corpus, TokenizerConfig(), data_dir, 0.1, 129, "tinyshakespeare")
+    maxvio = {}
+    for balance in ("aux_free", "none"):
+        run_dir = tmp_path / balance
+        cfg = to_object(
+            compose_config(
+                "train",
+                [
+                    "ffn=moe",
+                    f"model.balance=[{balance}]",
+                    "logger=none",
+                    f"data.dir={data_dir}",
+                    f"run_dir={run_dir}",
+                    "trainer.max_steps=300",
+                    "trainer.enable_progress_bar=false",
+                ],
+            )
+        )
+        train(cfg)
+        metrics = evaluate(
+            EvaluateConfig(
+                run_dir=str(run_dir),
+                logger=LoggerConfig(type="none"),
+                eval=EvalConfig(decode_tokens=8, sample_tokens=8),
+            )
+        )
+        maxvio[balance] = metrics["moe"]["val_maxvio"]
+    assert maxvio["aux_free"] < maxvio["none"]

@@ -47,7 +47,12 @@ def expert_load_heatmap(runs: list[Run], path: Path) -> Path | None:
     if not moe_runs:
         return None
     fig, axes = plt.subplots(
-        len(moe_runs), 1, figsize=(7, 1.2 + 1.1 * len(moe_runs)), squeeze=False
+        len(moe_runs),
+        1,
+        figsize=(7, 0.8 + 1.4 * len(moe_runs)),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
     )
     for ax, run in zip(axes[:, 0], moe_runs, strict=True):
         counts = np.asarray(run.metrics["moe"]["val_tokens_per_expert"], dtype=float)
