@@ -55,7 +55,7 @@ def test_stage_root_configs_compose(root):
 def test_variant_name_joins_axes():
     cfg = to_object(compose_config("train", ["attention=gqa", "precision=bf16", "seed=3"]))
     assert cfg.name == "gqa-dense-bf16-s3"
-    assert cfg.run_dir == "runs/gqa-dense-bf16-s3"
+    assert cfg.run_dir == "runs/adhoc/gqa-dense-bf16-s3"
 
 
 def test_attention_sets_kv_heads():
@@ -112,6 +112,21 @@ def test_misspelt_key_in_yaml_rejected(tmp_path):
 def test_impossible_config_rejected(overrides, message):
     with pytest.raises(ValueError, match=message):
         to_object(compose_config("train", overrides))
+
+
+def test_appended_unknown_key_rejected():
+    with pytest.raises(ValueError, match=r"unknown config key\(s\): model.n_haeds"):
+        to_object(compose_config("train", ["+model.n_haeds=4"]))
+
+
+def test_odd_head_dim_rejected():
+    with pytest.raises(ValueError, match=r"head_dim=25 \(model.dim=100 / model.n_heads=4\) is odd"):
+        to_object(compose_config("train", ["model=tiny", "model.dim=100"]))
+
+
+def test_moe_width_alignment_rejected():
+    with pytest.raises(ValueError, match="model.moe_inter_dim=42 is not a multiple of 8"):
+        to_object(compose_config("train", ["ffn=moe", "model.moe_inter_dim=42"]))
 
 
 def test_wrong_type_rejected():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,21 @@ def test_non_utf8_corpus_rejected(tmp_path):
         load_corpus(DataConfig(source="path", path=str(path)), None, tmp_path)
 
 
+def test_outputs_follow_umask(tmp_path, small_text_file):
+    prepare_file(small_text_file, tmp_path / "out")
+    mode = (tmp_path / "out" / "meta.json").stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
+
+
+def test_short_train_split_advice(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("hello world\n")
+    with pytest.raises(CorpusError, match="train split has .*a smaller data.val_fraction"):
+        prepare_file(path, tmp_path / "out", "char", seq_len=64)
+
+
 def test_short_corpus_rejected(tmp_path):
     path = tmp_path / "short.txt"
     path.write_text("To be, or not to be, that is the question.\n" * 5)
@@ -204,9 +220,8 @@ def test_corpus_not_found_without_url(tmp_path):
 def test_hub_text_builder_with_local_files(tmp_path, small_text_file):
     cfg = DataConfig(name="hub", source="hub", hf_path="text", hf_data_files=str(small_text_file))
     corpus = load_corpus(cfg, None, tmp_path / "cache")
-    # The text builder yields one row per line; empty lines are dropped when joining.
-    expected = "\n".join(line for line in small_text_file.read_text().splitlines() if line)
-    assert corpus.text == expected
+    # The text builder yields one row per line, blank lines included.
+    assert corpus.text == "\n".join(small_text_file.read_text().splitlines())
     assert corpus.source == "hub:text"
 
 

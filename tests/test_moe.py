@@ -336,3 +336,14 @@ def test_aux_free_beats_no_balancing(tmp_path, shakespeare_dir):
         )
         maxvio[balance] = metrics["moe"]["val_maxvio"]
     assert maxvio["aux_free"] < maxvio["none"]
+
+
+def test_moe_flops_count_activated_experts():
+    from tinyseek.sizing import train_flops_per_token
+
+    dense_cfg = moe_config(ffn="dense", inter_dim=48)
+    moe_cfg = moe_config()  # (1 shared + 2 activated) * 16 = 48 activated width
+    dense = train_flops_per_token(Transformer(dense_cfg), dense_cfg, seq_len=32)
+    moe = train_flops_per_token(Transformer(moe_cfg), moe_cfg, seq_len=32)
+    routers = 2 * (32 * 8 + 8)
+    assert moe - dense == 6 * routers

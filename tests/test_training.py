@@ -122,9 +122,29 @@ def test_resume_with_other_config_rejected(trained_run, tiny_data_dir):
         train(cfg)
 
 
+def test_finished_run_left_alone(trained_run, tiny_data_dir):
+    run_dir, summary = trained_run
+    before = (run_dir / "train.json").read_text()
+    cfg = tiny_train_config(
+        tiny_data_dir, run_dir, "trainer.max_steps=60", "trainer.log_every_n_steps=5"
+    )
+    assert train(cfg) == summary
+    assert (run_dir / "train.json").read_text() == before
+
+
+def test_batch_larger_than_data_rejected(tmp_path, tiny_data_dir):
+    cfg = tiny_train_config(tiny_data_dir, tmp_path / "run", "data.batch_size=100000")
+    with pytest.raises(ValueError, match="data.batch_size=100000 x data.seq_len=64"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
 def test_tokenizer_mismatch_rejected(tmp_path, tiny_data_dir):
     cfg = tiny_train_config(tiny_data_dir, tmp_path / "run", "tokenizer=char")
-    with pytest.raises(ValueError, match="was prepared with tokenizer bpe"):
+    with pytest.raises(
+        ValueError,
+        match=r"prepared with tokenizer bpe \(vocab_size 512\), but the config asks for char:",
+    ):
         train(cfg)
     assert not (tmp_path / "run").exists()
 

@@ -8,6 +8,7 @@ value and the fix.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +111,12 @@ class ModelConfig:
             )
         if self.head_dim is not None:
             _check_positive("model.head_dim", self.head_dim)
+        if self.attention != "mla" and self.resolved_head_dim % 2 != 0:
+            raise ValueError(
+                f"head_dim={self.resolved_head_dim} (model.dim={self.dim} / model.n_heads="
+                f"{self.n_heads}) is odd: rotary embeddings rotate channel pairs, so choose "
+                "dim and n_heads that give an even head_dim, or set model.head_dim."
+            )
         if self.vocab_size is not None:
             _check_positive("model.vocab_size", self.vocab_size)
         if self.attention == "mla":
@@ -138,6 +145,13 @@ class ModelConfig:
         _check_positive("model.n_expert_groups", self.n_expert_groups)
         _check_positive("model.n_limited_groups", self.n_limited_groups)
         _check_choice("model.score_func", self.score_func, SCORE_FUNCS)
+        # Grouped GEMMs need 16-byte-aligned strides: 8 elements cover BF16/FP16 and FP32.
+        for key in ("dim", "moe_inter_dim"):
+            if getattr(self, key) % 8 != 0:
+                raise ValueError(
+                    f"model.{key}={getattr(self, key)} is not a multiple of 8, which the MoE "
+                    "grouped GEMMs need for aligned strides: round it to a multiple of 8."
+                )
         if self.n_activated_experts > self.n_routed_experts:
             raise ValueError(
                 f"model.n_activated_experts={self.n_activated_experts} exceeds "
@@ -340,7 +354,8 @@ class TrainConfig:
     seed: int = 0
     name: str = "${model.attention}-${model.ffn}-${precision.name}-s${seed}"
     """Variant name: the axis values joined by '-' with the seed last."""
-    run_dir: str = "runs/${name}"
+    run_dir: str = "runs/adhoc/${name}"
+    """Output folder; the DVC pipeline passes runs/<variant> explicitly."""
     ablation: str = "adhoc"
     """Ablation this run belongs to: the W&B group."""
     resume: bool = True
@@ -403,7 +418,8 @@ class EvaluateConfig:
     seed: int = 0
     run_dir: str = "???"
     eval: EvalConfig = field(default_factory=EvalConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: LoggerConfig | None = None
+    """Tracker; None reuses the trained run's logger settings."""
 
 
 @dataclass
@@ -441,5 +457,28 @@ def register_configs() -> None:
 
 
 def to_object(cfg: DictConfig) -> Any:
-    """Resolve a composed config and build its dataclasses, running every validation rule."""
+    """Resolve a composed config and build its dataclasses, running every validation rule.
+
+    Keys added on the command line with `+key=value` bypass Hydra's schema check, so they
+    are rejected here instead of being silently ignored.
+    """
+    unknown = _unknown_keys(cfg, prefix="")
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s): {', '.join(unknown)}. Check the spelling; "
+            "`python pipelines/train.py --cfg job` lists every key."
+        )
     return OmegaConf.to_object(cfg)
+
+
+def _unknown_keys(node: DictConfig, prefix: str) -> list[str]:
+    node_type = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(node_type):
+        return []
+    known = {f.name for f in dataclasses.fields(node_type)}
+    unknown = [f"{prefix}{key}" for key in node.keys() if key not in known]
+    for key in node.keys():
+        child = node._get_node(key)
+        if key in known and isinstance(child, DictConfig):
+            unknown += _unknown_keys(child, prefix=f"{prefix}{key}.")
+    return unknown

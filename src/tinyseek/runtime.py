@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
 from tinyseek.config import LoggerConfig
 from tinyseek.tracking import resolve_wandb_mode
 
@@ -42,13 +44,17 @@ def cache_dir() -> Path:
 
 
 def exit_on_invalid_input(main: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn ValueError and FileNotFoundError into one logged message and exit status 2."""
+    """Turn invalid-input errors into one logged message and exit status 2.
+
+    These are ValueError, FileNotFoundError and Lightning's MisconfigurationException (for
+    example trainer=gpu on a machine without one).
+    """
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return main(*args, **kwargs)
-        except (ValueError, FileNotFoundError) as err:
+        except (ValueError, FileNotFoundError, MisconfigurationException) as err:
             log.error("%s", err)
             sys.exit(2)
 

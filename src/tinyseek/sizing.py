@@ -72,12 +72,14 @@ def parameter_counts(cfg: ModelConfig) -> tuple[int, int]:
 def train_flops_per_token(model: torch.nn.Module, cfg: ModelConfig, seq_len: int) -> float:
     """Training FLOPs per token: 6 per matmul weight plus the attention scores and mixing.
 
-    The attention term is 6 * n_layers * n_heads * (qk width + v width) * seq_len. It counts
+    Parameters count as activated ones, so an MoE model is charged for its routed experts
+    only. The attention term is 6 * n_layers * n_heads * (qk width + v width) * seq_len. It counts
     forward and backward of QK^T and AV at full, unmasked cost, which is PaLM's
     12 * L * H * Q * T when the widths are equal. The embedding lookup is not a matmul, so
     its weights are excluded unless the head shares them.
     """
-    matmul_params = count_parameters(model)
+    # A token only runs its activated experts, so MoE counts activated parameters.
+    matmul_params = count_active_parameters(model)
     if not cfg.tie_embeddings:
         matmul_params -= model.embed.weight.numel()
     if cfg.attention == "mla":
@@ -102,6 +104,16 @@ def parameter_report(cfg: ModelConfig) -> list[str]:
     ]
 
 
+def _mla_widths(cfg: ModelConfig) -> str:
+    if cfg.attention != "mla":
+        return ""
+    qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+    return (
+        f" (MLA query/key heads {qk} = {cfg.qk_nope_head_dim} + {cfg.qk_rope_head_dim} RoPE, "
+        f"values {cfg.v_head_dim}; the MHA comparison uses head_dim {cfg.resolved_head_dim})"
+    )
+
+
 def kv_cache_report(cfg: ModelConfig) -> list[str]:
     """Lines that describe a model's KV cache per token, for the sizing command."""
     per_layer = kv_cache_elements_per_token_per_layer(cfg)
@@ -109,7 +121,7 @@ def kv_cache_report(cfg: ModelConfig) -> list[str]:
     mha = mha_kv_cache_elements_per_token(cfg)
     lines = [
         f"model {cfg.name}: attention {cfg.attention}, {cfg.n_layers} layers, "
-        f"{cfg.n_heads} heads of {cfg.resolved_head_dim} dims",
+        f"{cfg.n_heads} heads of {cfg.resolved_head_dim} dims" + _mla_widths(cfg),
         f"KV cache per token: {per_layer:,} elements per layer, {total:,} in all layers",
     ]
     for dtype in (torch.bfloat16, torch.float32):

@@ -65,6 +65,13 @@ class TokenDataModule(L.LightningDataModule):
         self._check_fits()
 
     def _check_fits(self) -> None:
+        batch_tokens = self.cfg.batch_size * self.cfg.seq_len
+        if batch_tokens > len(self.train_tokens):
+            raise ValueError(
+                f"data.batch_size={self.cfg.batch_size} x data.seq_len={self.cfg.seq_len} = "
+                f"{batch_tokens} tokens per batch exceeds the {len(self.train_tokens)} training "
+                f"tokens in {self.cfg.dir}: lower data.batch_size or use more text."
+            )
         window = self.cfg.seq_len + 1
         for split, tokens in (("train", self.train_tokens), ("val", self.val_tokens)):
             if len(tokens) < window:

@@ -71,12 +71,15 @@ def prepare_corpus(
 
     train_ids = encode(tokenizer, train_text, dtype)
     val_ids = encode(tokenizer, val_text, dtype)
-    for split, ids in (("train", train_ids), ("validation", val_ids)):
+    for split, ids, fraction_fix in (
+        ("train", train_ids, "a smaller data.val_fraction"),
+        ("validation", val_ids, "a larger data.val_fraction"),
+    ):
         if len(ids) < min_tokens:
             raise CorpusError(
                 f"corpus {corpus.source} is too short: its {split} split has {len(ids)} tokens, "
                 f"fewer than one training window of {min_tokens} (data.seq_len + 1). Use a "
-                "longer text, a smaller data.seq_len, or a larger data.val_fraction."
+                f"longer text, a smaller data.seq_len, or {fraction_fix}."
             )
 
     write_text(out_dir / "train.txt", train_text)

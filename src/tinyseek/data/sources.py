@@ -141,7 +141,8 @@ def load_hub_text(cfg: DataConfig) -> str:
             f"dataset {cfg.hf_path!r} has no column {cfg.text_column!r} (columns: "
             f"{', '.join(dataset.column_names)}). Set data.text_column."
         )
-    text = "\n".join(row for row in dataset[cfg.text_column] if row)
+    # Blank rows are kept: for line-based builders they are the text's empty lines.
+    text = "\n".join(row if row is not None else "" for row in dataset[cfg.text_column])
     if not text.strip():
         raise CorpusError(f"dataset {cfg.hf_path!r} split {cfg.hf_split!r} has no text.")
     return text

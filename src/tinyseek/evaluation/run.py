@@ -174,7 +174,7 @@ def _log_to_wandb(
     mode: str,
     commit: str | None,
 ) -> None:
-    if cfg.logger.type != "wandb":
+    if cfg.logger is None or cfg.logger.type != "wandb":
         return
     config = OmegaConf.to_container(OmegaConf.structured(train_cfg), resolve=True) | {
         "git_commit": commit

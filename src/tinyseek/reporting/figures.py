@@ -72,7 +72,8 @@ def bar_chart(rows: list[dict[str, Any]], key: str, label: str, path: Path) -> P
     names = [row["variant"] for row in rows]
     values = [row[key] for row in rows]
     bars = ax.bar(names, values, color="#4c72b0")
-    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    labels = [f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}" for v in values]
+    ax.bar_label(bars, labels=labels, fontsize=8)
     ax.set_ylabel(label)
     ax.tick_params(axis="x", rotation=30, labelsize=8)
     ax.grid(axis="y", alpha=0.3)

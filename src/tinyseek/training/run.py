@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from tinyseek.config import TokenizerConfig, TrainConfig
 from tinyseek.data.datamodule import TokenDataModule
 from tinyseek.data.shards import load_meta
-from tinyseek.io import write_json, write_text
+from tinyseek.io import read_json, write_json, write_text
 from tinyseek.sizing import count_active_parameters, count_parameters, train_flops_per_token
 from tinyseek.training.callbacks import (
     HistoryWriter,
@@ -38,19 +38,27 @@ log = logging.getLogger(__name__)
 _IDENTITY_KEYS = ("seed", "model", "precision", "data", "tokenizer", "optim", "trainer.max_steps")
 
 
-class _DropAdvertisement(logging.Filter):
+class _DropNoise(logging.Filter):
+    """Drop Lightning's advertisement and its note about torch.load defaults."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
+        message = record.getMessage()
+        return "litlogger" not in message and "`weights_only` was not set" not in message
 
 
 def quiet_known_warnings() -> None:
     """Silence Lightning advice that does not apply to in-memory token windows on CPU."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvertisement())
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.trainer.connectors.checkpoint_connector",
+    ):
+        logging.getLogger(name).addFilter(_DropNoise())
     for pattern in (
         ".*does not have many workers.*",
         ".*GPU available but not used.*",
         ".*LOCAL_RANK.*",
         ".*Checkpoint directory.*exists and is not empty.*",
+        ".*LeafSpec.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -62,11 +70,15 @@ def check_tokenizer(cfg: TokenizerConfig, meta: dict[str, Any], data_dir: str) -
     same_size = cfg.type != "bpe" or prepared["vocab_size_requested"] == cfg.vocab_size
     if not (same_type and same_size):
         raise ValueError(
-            f"{data_dir} was prepared with tokenizer {prepared['type']} "
-            f"(vocab_size {prepared['vocab_size_requested']}), but the config asks for "
-            f"{cfg.type} (vocab_size {cfg.vocab_size}): run pipelines/prepare.py with this "
-            "tokenizer, or point data.dir at matching data."
+            f"{data_dir} was prepared with tokenizer "
+            f"{_describe(prepared['type'], prepared['vocab_size_requested'])}, "
+            f"but the config asks for {_describe(cfg.type, cfg.vocab_size)}: run "
+            "pipelines/prepare.py with this tokenizer, or point data.dir at matching data."
         )
+
+
+def _describe(kind: str, vocab_size: int | None) -> str:
+    return f"bpe (vocab_size {vocab_size})" if kind == "bpe" else kind
 
 
 def resolve_vocab_size(requested: int | None, meta: dict[str, Any]) -> int:
@@ -212,6 +224,14 @@ def train(
     check_tokenizer(cfg.tokenizer, meta, cfg.data.dir)
     cfg.model.vocab_size = resolve_vocab_size(cfg.model.vocab_size, meta)
     checkpoint = find_resume_checkpoint(cfg, run_dir)
+    finished = _finished_summary(run_dir, cfg.trainer.max_steps) if checkpoint else None
+    if finished is not None:
+        log.info(
+            "%s already trained %d steps, so nothing was run; set resume=false to train again",
+            run_dir,
+            cfg.trainer.max_steps,
+        )
+        return finished
     datamodule = TokenDataModule(
         cfg.data, cfg.seed, cfg.trainer.max_steps, cfg.trainer.limit_val_batches
     )
@@ -244,7 +264,17 @@ def train(
         write_json(run_dir / "train.json", summary)
         if isinstance(logger, WandbLogger):
             logger.experiment.summary.update(flatten(summary))
+        log.info("run written to %s", run_dir)
     return summary
+
+
+def _finished_summary(run_dir: Path, max_steps: int) -> dict[str, Any] | None:
+    """The train.json of a run that already reached max_steps, else None."""
+    path = run_dir / "train.json"
+    if not path.is_file():
+        return None
+    summary = read_json(path)
+    return summary if summary["train"]["steps"] >= max_steps else None
 
 
 def summarise(
