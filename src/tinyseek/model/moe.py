@@ -83,7 +83,7 @@ class Experts(nn.Module):
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The autocast dtype when autocast is on (grouped GEMMs are not autocast ops)."""
+    """Pick the autocast dtype when autocast is on, because grouped GEMMs are not autocast ops."""
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype

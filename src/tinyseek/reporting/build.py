@@ -73,7 +73,7 @@ def _budget(runs: list[Run]) -> dict[str, Any]:
 
 
 def _moe_matching(runs: list[Run]) -> str | None:
-    """The rule that sizes MoE variants against the dense ones, when the report has both."""
+    """Describe how MoE variants are sized against dense ones, if the report has MoE runs."""
     has_moe = any("moe" in run.metrics for run in runs)
     if not has_moe:
         return None

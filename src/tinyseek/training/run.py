@@ -269,7 +269,7 @@ def train(
 
 
 def _finished_summary(run_dir: Path, max_steps: int) -> dict[str, Any] | None:
-    """The train.json of a run that already reached max_steps, else None."""
+    """Load the train.json of a run that already reached max_steps, else return None."""
     path = run_dir / "train.json"
     if not path.is_file():
         return None
