@@ -347,3 +347,24 @@ def test_moe_flops_count_activated_experts():
     moe = train_flops_per_token(Transformer(moe_cfg), moe_cfg, seq_len=32)
     routers = 2 * (32 * 8 + 8)
     assert moe - dense == 6 * routers
+
+
+def test_moe_same_seed_same_losses(tmp_path, tiny_data_dir):
+    import csv
+
+    from tinyseek.training.run import train
+
+    curves = []
+    for name in ("a", "b", "c"):
+        cfg = tiny_train_config(
+            tiny_data_dir,
+            tmp_path / name,
+            "ffn=moe",
+            "trainer.max_steps=30",
+            "trainer.log_every_n_steps=5",
+        )
+        train(cfg)
+        with open(tmp_path / name / "history.csv", newline="") as f:
+            curves.append([row["train/loss"] for row in csv.DictReader(f) if row["train/loss"]])
+    assert curves[0] == curves[1]
+    assert curves[0] == curves[2]

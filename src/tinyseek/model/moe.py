@@ -125,7 +125,10 @@ class MoE(nn.Module):
         order = flat_indices.argsort(stable=True)
         token_of = order // self.top_k  # source token of each sorted copy
         counts = torch.bincount(flat_indices, minlength=self.n_experts)  # (E,)
-        routed = self.experts(x_flat[token_of], counts)  # (M, D)
+        # Copy each token K times, then permute: indexing with repeated indices would make
+        # the backward accumulate in a thread-dependent order, and CPU runs must repeat.
+        copies = x_flat.unsqueeze(1).expand(-1, self.top_k, -1).reshape(-1, D)  # (M, D)
+        routed = self.experts(copies[order], counts)  # (M, D)
 
         # Combine: weight each copy by its gate and add it back to its token
         routed = routed * weights.flatten()[order].unsqueeze(-1).to(routed.dtype)
