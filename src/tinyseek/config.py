@@ -333,6 +333,31 @@ class OptimConfig:
 
 
 @dataclass
+class GuardConfig:
+    """Numerical guard: what a NaN/Inf loss or gradient or a loss spike does to a run."""
+
+    enabled: bool = True
+    skip_nonfinite: bool = False
+    """Skip steps with a NaN/Inf loss or gradient (and count them) instead of stopping."""
+    max_skipped_steps: int = 10
+    """With skip_nonfinite, stop once more than this many steps were skipped."""
+    spike_factor: float = 4.0
+    """Stop when the loss exceeds this many times its recent mean; 0 disables the check."""
+    spike_window: int = 20
+    """Steps in the recent mean; the spike check starts once the window is full."""
+
+    def __post_init__(self) -> None:
+        if self.spike_factor != 0 and self.spike_factor <= 1:
+            raise ValueError(
+                f"guard.spike_factor={self.spike_factor} is invalid: use a factor above 1, "
+                "or 0 to disable the spike check."
+            )
+        _check_positive("guard.spike_window", self.spike_window)
+        if self.max_skipped_steps < 0:
+            raise ValueError(f"guard.max_skipped_steps={self.max_skipped_steps} is negative.")
+
+
+@dataclass
 class LoggerConfig:
     """Experiment tracker: wandb (offline unless an account is configured), csv or none."""
 
@@ -367,6 +392,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
     def __post_init__(self) -> None:
         if self.seed < 0:

@@ -14,6 +14,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from tinyseek.config import LoggerConfig
 from tinyseek.tracking import resolve_wandb_mode
+from tinyseek.training.guard import TrainingFault
 
 log = logging.getLogger("tinyseek")
 
@@ -27,7 +28,22 @@ def setup_process() -> None:
 def wandb_settings(cfg: LoggerConfig) -> tuple[str, str]:
     """Return the W&B mode and the parent folder of wandb/ (WANDB_DIR or the working dir)."""
     mode = resolve_wandb_mode(cfg, os.environ, Path.home() / ".netrc")
-    return mode, os.environ.get("WANDB_DIR", ".")
+    if os.environ.get("WANDB_DIR"):
+        return mode, os.environ["WANDB_DIR"]
+    return mode, str(wandb_dir_outside_dvc_workspace(Path.cwd()))
+
+
+def wandb_dir_outside_dvc_workspace(cwd: Path) -> Path:
+    """Return the repository root when cwd is a DVC experiment's temporary workspace.
+
+    `dvc exp run --queue` and `--temp` run in <repo>/.dvc/tmp/exps/<tmp>/ and delete it
+    afterwards, which would take offline W&B runs with it.
+    """
+    parts = cwd.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return cwd
 
 
 def data_dir() -> str | None:
@@ -47,7 +63,8 @@ def exit_on_invalid_input(main: Callable[..., Any]) -> Callable[..., Any]:
     """Turn invalid-input errors into one logged message and exit status 2.
 
     These are ValueError, FileNotFoundError and Lightning's MisconfigurationException (for
-    example trainer=gpu on a machine without one).
+    example trainer=gpu on a machine without one). A TrainingFault (NaN, loss spike, failed
+    checkpoint write) is logged the same way and exits with status 3.
     """
 
     @functools.wraps(main)
@@ -57,5 +74,8 @@ def exit_on_invalid_input(main: Callable[..., Any]) -> Callable[..., Any]:
         except (ValueError, FileNotFoundError, MisconfigurationException) as err:
             log.error("%s", err)
             sys.exit(2)
+        except TrainingFault as err:
+            log.error("%s", err)
+            sys.exit(3)
 
     return wrapper

@@ -36,12 +36,13 @@ class LanguageModel(L.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True)
+        # sync_dist averages over DDP ranks; it is a no-op in one process.
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         if not self.model.moe_layers():
             return loss
 
         aux_loss = self.model.aux_loss()
-        self.log("train/aux_loss", aux_loss)
+        self.log("train/aux_loss", aux_loss, sync_dist=True)
         return loss + aux_loss
 
     def on_train_batch_end(self, outputs, batch: torch.Tensor, batch_idx: int) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
@@ -19,7 +20,8 @@ from omegaconf import OmegaConf
 
 from tinyseek.config import TokenizerConfig, TrainConfig
 from tinyseek.data.datamodule import TokenDataModule
-from tinyseek.data.shards import load_meta
+from tinyseek.data.shards import load_meta, load_tokenizer
+from tinyseek.data.tokenizer import tokenizer_hash
 from tinyseek.io import read_json, write_json, write_text
 from tinyseek.sizing import count_active_parameters, count_parameters, train_flops_per_token
 from tinyseek.training.callbacks import (
@@ -28,9 +30,18 @@ from tinyseek.training.callbacks import (
     ThroughputMonitor,
     peak_memory_bytes,
 )
-from tinyseek.training.checkpoint import AtomicCheckpointIO
+from tinyseek.training.checkpoint import (
+    AtomicCheckpointIO,
+    FinalCheckpoint,
+    RngState,
+    check_checkpoint,
+    remove_stale_temporaries,
+)
 from tinyseek.training.flops import measure_peak_flops
+from tinyseek.training.guard import NumericalGuard
+from tinyseek.training.launch import locked_run_dir, spawn_ranks
 from tinyseek.training.module import LanguageModel
+from tinyseek.training.wandb_logger import CheckpointAlignedWandbLogger
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +75,22 @@ def quiet_known_warnings() -> None:
 
 
 def check_tokenizer(cfg: TokenizerConfig, meta: dict[str, Any], data_dir: str) -> None:
-    """Reject token files that another tokenizer produced."""
+    """Reject token files that another tokenizer produced or that tokenizer.json contradicts."""
     prepared = meta["tokenizer"]
+    on_disk = tokenizer_hash(load_tokenizer(data_dir))
+    if on_disk != prepared["sha256"]:
+        raise ValueError(
+            f"{Path(data_dir) / 'tokenizer.json'} has sha256 {on_disk[:12]}…, but the token "
+            f"files in {data_dir} were made with tokenizer {prepared['sha256'][:12]}… (meta.json): "
+            "they come from a different tokenizer. Run pipelines/prepare.py again for this folder."
+        )
+    capacity = int(np.iinfo(np.dtype(meta["dtype"])).max) + 1
+    if meta["vocab_size"] > capacity:
+        raise ValueError(
+            f"{data_dir}: the vocabulary of {meta['vocab_size']} tokens does not fit the token "
+            f"files' dtype {meta['dtype']} (at most {capacity} ids), so ids were truncated. "
+            "Run pipelines/prepare.py again, which picks a wide enough dtype."
+        )
     same_type = prepared["type"] == cfg.type
     same_size = cfg.type != "bpe" or prepared["vocab_size_requested"] == cfg.vocab_size
     if not (same_type and same_size):
@@ -122,8 +147,18 @@ def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
                 f"{run_dir} contains a checkpoint of a different configuration: choose another "
                 "run_dir, delete that folder, or set resume=false to start over in it."
             )
-    log.info("resuming from %s", checkpoint)
     return checkpoint
+
+
+def choose_wandb_run_id(run_dir: Path, resuming: bool) -> str:
+    """Reuse the run's W&B id when resuming; otherwise record a new one in run_dir."""
+    # A resumed fit continues its W&B run; a fresh fit, even in an old folder, starts a new one.
+    run_id_path = run_dir / "wandb_id.txt"
+    if resuming and run_id_path.is_file():
+        return run_id_path.read_text().strip()
+    run_id = new_run_id()
+    write_text(run_id_path, run_id + "\n")
+    return run_id
 
 
 def build_logger(
@@ -132,22 +167,16 @@ def build_logger(
     wandb_mode: str,
     wandb_dir: str,
     extra: dict[str, Any],
-    resuming: bool = False,
+    run_id: str | None,
+    resumed_step: int = 0,
 ) -> Logger | bool:
     if cfg.logger.type == "none":
         return False
     if cfg.logger.type == "csv":
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
 
-    # A resumed fit continues its W&B run; a fresh fit, even in an old folder, starts a new one.
-    run_id_path = run_dir / "wandb_id.txt"
-    if resuming and run_id_path.is_file():
-        run_id = run_id_path.read_text().strip()
-    else:
-        run_id = new_run_id()
-        write_text(run_id_path, run_id + "\n")
     config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True) | extra
-    return WandbLogger(
+    logger = CheckpointAlignedWandbLogger(
         name=cfg.name,
         project=cfg.logger.project,
         entity=cfg.logger.entity,
@@ -160,6 +189,8 @@ def build_logger(
         resume="allow",
         config=config,
     )
+    logger.set_saved_step(resumed_step)
+    return logger
 
 
 def new_run_id() -> str:
@@ -208,14 +239,37 @@ def build_trainer(
         logger=logger,
         callbacks=[checkpointing, *progress_bar, *callbacks],
         plugins=[AtomicCheckpointIO()],
+        # Each rank draws its own slice of the global batch (TokenDataModule).
+        use_distributed_sampler=False,
         default_root_dir=str(run_dir),
     )
 
 
+@dataclasses.dataclass
+class FitJob:
+    """What each rank needs to run the fit: the validated config and the resume point."""
+
+    cfg: TrainConfig
+    meta: dict[str, Any]
+    checkpoint: Path | None
+    resumed_step: int
+    wandb_mode: str
+    wandb_dir: str
+    commit: str | None
+    wandb_run_id: str | None
+
+
 def train(
-    cfg: TrainConfig, wandb_mode: str = "offline", wandb_dir: str = ".", commit: str | None = None
+    cfg: TrainConfig,
+    wandb_mode: str = "offline",
+    wandb_dir: str = ".",
+    commit: str | None = None,
+    extra_callbacks: tuple[L.Callback, ...] = (),
 ) -> dict[str, Any]:
-    """Train one variant into cfg.run_dir and return the training summary (train.json)."""
+    """Train one variant into cfg.run_dir and return the training summary (train.json).
+
+    extra_callbacks run in-process only; a spawned DDP run ignores them.
+    """
     quiet_known_warnings()
     run_dir = Path(cfg.run_dir)
 
@@ -224,6 +278,9 @@ def train(
     check_tokenizer(cfg.tokenizer, meta, cfg.data.dir)
     cfg.model.vocab_size = resolve_vocab_size(cfg.model.vocab_size, meta)
     checkpoint = find_resume_checkpoint(cfg, run_dir)
+    resumed_step = check_checkpoint(checkpoint) if checkpoint else 0
+    if checkpoint:
+        log.info("resuming from %s at step %d", checkpoint, resumed_step)
     finished = _finished_summary(run_dir, cfg.trainer.max_steps) if checkpoint else None
     if finished is not None:
         log.info(
@@ -232,6 +289,40 @@ def train(
             cfg.trainer.max_steps,
         )
         return finished
+    TokenDataModule(cfg.data, cfg.seed, cfg.trainer.max_steps, cfg.trainer.limit_val_batches)
+
+    with locked_run_dir(run_dir):
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        if checkpoint:
+            remove_stale_temporaries(checkpoint.parent)
+        run_id = None
+        if cfg.logger.type == "wandb":
+            run_id = choose_wandb_run_id(run_dir, resuming=checkpoint is not None)
+        job = FitJob(cfg, meta, checkpoint, resumed_step, wandb_mode, wandb_dir, commit, run_id)
+        if cfg.trainer.devices > 1 and cfg.trainer.num_nodes == 1:
+            # NOTE: multi-node jobs are started by their cluster (SLURM, torchrun), not here.
+            spawn_ranks(fit_rank, cfg.trainer.devices, (job,))
+            return read_json(run_dir / "train.json")
+        return fit(job, extra_callbacks)
+
+
+def fit_rank(rank: int, job: FitJob) -> None:
+    """Entry point of one spawned DDP rank; rank 0 owns the W&B run and finishes it."""
+    from tinyseek.tracking import finish_wandb_run
+
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING)
+    quiet_known_warnings()
+    try:
+        fit(job)
+    finally:
+        finish_wandb_run()
+
+
+def fit(job: FitJob, extra_callbacks: tuple[L.Callback, ...] = ()) -> dict[str, Any]:
+    """Build the model, data, callbacks and trainer, fit, and write train.json on rank zero."""
+    cfg = job.cfg
+    run_dir = Path(cfg.run_dir)
+    checkpoint_path = run_dir / "checkpoints" / "last.ckpt"
     datamodule = TokenDataModule(
         cfg.data, cfg.seed, cfg.trainer.max_steps, cfg.trainer.limit_val_batches
     )
@@ -246,20 +337,33 @@ def train(
     )
     throughput = ThroughputMonitor(tokens_per_step, cfg.trainer.log_every_n_steps)
     history = HistoryWriter(run_dir / "history.csv", cfg.trainer.log_every_n_steps)
-    callbacks = [throughput, MemoryMonitor(cfg.trainer.log_every_n_steps), history]
-
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    guard = NumericalGuard(cfg.guard, checkpoint_path)
+    callbacks = [
+        throughput,
+        MemoryMonitor(cfg.trainer.log_every_n_steps),
+        history,
+        guard,
+        RngState(),
+        FinalCheckpoint(checkpoint_path),
+        *extra_callbacks,
+    ]
     logger = build_logger(
-        cfg, run_dir, wandb_mode, wandb_dir, {"git_commit": commit}, resuming=checkpoint is not None
+        cfg,
+        run_dir,
+        job.wandb_mode,
+        job.wandb_dir,
+        {"git_commit": job.commit},
+        job.wandb_run_id,
+        job.resumed_step,
     )
     trainer = build_trainer(cfg, run_dir, logger, callbacks)
 
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=job.checkpoint)
     wall_s = time.perf_counter() - started
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
 
-    summary = summarise(cfg, trainer, module, throughput, wall_s, meta)
+    summary = summarise(cfg, trainer, module, throughput, wall_s, job.meta)
+    summary["guard"] = {"skipped_steps": guard.skipped_steps}
     if trainer.is_global_zero:
         write_json(run_dir / "train.json", summary)
         if isinstance(logger, WandbLogger):
