@@ -46,7 +46,9 @@ class RandomWindows(Dataset):
         self.start = start
 
     def __len__(self) -> int:
-        return self.length - self.start
+        # Not length - start: a resumed fit restores the epoch's batch index, so a shorter
+        # dataset would end the epoch early and restart at the first item, re-drawing batches.
+        return self.length
 
     def __getitem__(self, index: int) -> torch.Tensor:
         generator = np.random.default_rng([self.stream, self.seed, self.start + index])

@@ -84,16 +84,20 @@ class RngState(L.Callback):
     """
 
     def state_dict(self) -> dict[str, Any]:
+        # Plain lists and tensors only, so Lightning's weights_only loading accepts them.
+        kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
         return {
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "numpy": [kind, keys.tolist(), position, has_gauss, cached_gaussian],
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         random.setstate(state_dict["python"])
-        np.random.set_state(state_dict["numpy"])
+        kind, keys, position, has_gauss, cached_gaussian = state_dict["numpy"]
+        keys = np.asarray(keys, dtype=np.uint32)
+        np.random.set_state((kind, keys, position, has_gauss, cached_gaussian))
         torch.set_rng_state(state_dict["torch"])
         if state_dict["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
