@@ -25,6 +25,7 @@ from tinyseek.data.sources import CorpusError, read_text_file
 from tinyseek.io import read_json, write_json
 from tinyseek.runtime import wandb_dir_outside_dvc_workspace
 from tinyseek.training import checkpoint as checkpoint_module
+from tinyseek.training import run as run_module
 from tinyseek.training.checkpoint import CheckpointError
 from tinyseek.training.guard import TrainingFault
 from tinyseek.training.launch import RunDirBusy, locked_run_dir
@@ -501,3 +502,36 @@ def test_wandb_dir_escapes_dvc_workspace(tmp_path):
     workspace = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpab12cd"
     assert wandb_dir_outside_dvc_workspace(workspace) == tmp_path / "repo"
     assert wandb_dir_outside_dvc_workspace(tmp_path / "repo") == tmp_path / "repo"
+
+
+def test_restart_on_change_trains_anew(tmp_path, tiny_data_dir, monkeypatch):
+    run_dir = tmp_path / "run"
+    train(guarded_config(tiny_data_dir, run_dir, "trainer.max_steps=10"))
+    (run_dir / "train.json").unlink()
+
+    # Another learning rate: rejected by hand, restarted from step 0 under DVC's flag.
+    with pytest.raises(ValueError, match="contains a checkpoint of a different configuration"):
+        train(guarded_config(tiny_data_dir, run_dir, "trainer.max_steps=10", "optim.lr=0.001"))
+    cfg = guarded_config(
+        tiny_data_dir, run_dir, "trainer.max_steps=10", "optim.lr=0.001", "restart_on_change=true"
+    )
+    assert train(cfg)["train"]["steps"] == 10
+    assert [row["step"] for row in read_history(run_dir / "history.csv")][0] == "10"
+
+    # Other code, same config: the finished run is trained again, not skipped or resumed.
+    (run_dir / "train.json").unlink()
+    monkeypatch.setattr(run_module, "code_version", lambda: "edited")
+    started = []
+    cfg = guarded_config(
+        tiny_data_dir, run_dir, "trainer.max_steps=10", "optim.lr=0.001", "restart_on_change=true"
+    )
+    train(cfg, extra_callbacks=(RecordStart(started),))
+    assert started == [0]
+
+
+class RecordStart(L.Callback):
+    def __init__(self, started: list[int]):
+        self.started = started
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.started.append(trainer.global_step)

@@ -385,6 +385,9 @@ class TrainConfig:
     """Ablation this run belongs to: the W&B group."""
     resume: bool = True
     """Continue from run_dir/checkpoints/last.ckpt when it exists."""
+    restart_on_change: bool = False
+    """Train from scratch, instead of stopping, when run_dir's checkpoint comes from another
+    configuration or other tinyseek code; the DVC pipeline sets it."""
     model: ModelConfig = field(default_factory=ModelConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     data: DataConfig = field(default_factory=DataConfig)

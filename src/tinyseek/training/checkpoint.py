@@ -47,11 +47,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             ) from err
 
 
-def check_checkpoint(path: Path) -> int:
-    """Load a checkpoint to prove it is complete; return its global step.
+def check_checkpoint(path: Path) -> tuple[int, dict[str, Any] | None]:
+    """Load a checkpoint to prove it is complete; return its global step and run identity.
 
     Raises CheckpointError naming the path when the file is truncated, corrupt or lacks
-    what a resume needs, so a damaged run is never silently restarted from scratch.
+    what a resume needs, so a damaged run is never silently restarted from scratch. The
+    identity is None for checkpoints written without a RunIdentity callback.
     """
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
@@ -66,7 +67,8 @@ def check_checkpoint(path: Path) -> int:
             f"checkpoint {path} lacks {', '.join(missing)}, so it cannot resume a fit. Move it "
             "away, or set resume=false to train this run_dir from scratch."
         )
-    return int(checkpoint["global_step"])
+    identity = checkpoint.get("callbacks", {}).get(RunIdentity.__qualname__)
+    return int(checkpoint["global_step"]), identity
 
 
 def remove_stale_temporaries(checkpoint_dir: Path) -> None:
@@ -112,3 +114,17 @@ class FinalCheckpoint(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Every rank calls this; the strategy writes on rank zero only.
         trainer.save_checkpoint(self.path)
+
+
+class RunIdentity(L.Callback):
+    """Stores what a resume must match (config keys, code version) in each checkpoint."""
+
+    def __init__(self, identity: dict[str, Any]):
+        self.identity = identity
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.identity
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # The current identity stays: find_resume_checkpoint already compared the two.
+        pass

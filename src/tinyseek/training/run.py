@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import secrets
 import string
@@ -35,6 +36,7 @@ from tinyseek.training.checkpoint import (
     AtomicCheckpointIO,
     FinalCheckpoint,
     RngState,
+    RunIdentity,
     check_checkpoint,
     remove_stale_temporaries,
 )
@@ -129,26 +131,60 @@ def _identity(cfg: TrainConfig) -> dict[str, Any]:
     return identity
 
 
-def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> Path | None:
-    """Return last.ckpt to resume from, or None for a fresh run.
+def code_version() -> str:
+    """sha256 over the tinyseek package's Python sources, in path order."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
-    An existing checkpoint from a different experiment is an error, never silently reused
-    or overwritten.
+
+def run_identity(cfg: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the experiment's keys and the code."""
+    return {"config": _identity(cfg), "code": code_version()}
+
+
+def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> tuple[Path | None, int]:
+    """Return last.ckpt and its step to resume from, or (None, 0) for a fresh run.
+
+    A checkpoint from a different configuration is an error, never silently reused or
+    overwritten, unless restart_on_change is set: then the run starts over, and it also
+    starts over when the tinyseek code changed. A damaged checkpoint is always an error.
     """
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if not (cfg.resume and checkpoint.exists()):
-        return None
-    saved_path = run_dir / "config.yaml"
-    if saved_path.is_file():
-        saved = OmegaConf.to_object(
-            OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(saved_path))
+        return None, 0
+    step, saved = check_checkpoint(checkpoint)
+    if saved is None:
+        saved = _identity_from_config_file(run_dir)
+    current = run_identity(cfg)
+    if saved is not None and saved["config"] != current["config"]:
+        if cfg.restart_on_change:
+            log.warning("%s holds a run of another configuration; training from scratch", run_dir)
+            return None, 0
+        raise ValueError(
+            f"{run_dir} contains a checkpoint of a different configuration: choose another "
+            "run_dir, delete that folder, or set resume=false to start over in it."
         )
-        if _identity(saved) != _identity(cfg):
-            raise ValueError(
-                f"{run_dir} contains a checkpoint of a different configuration: choose another "
-                "run_dir, delete that folder, or set resume=false to start over in it."
-            )
-    return checkpoint
+    if saved is not None and saved.get("code") not in (None, current["code"]):
+        if cfg.restart_on_change:
+            log.warning("%s was trained by other tinyseek code; training from scratch", run_dir)
+            return None, 0
+        log.warning("%s was trained by other tinyseek code; resuming it anyway", run_dir)
+    return checkpoint, step
+
+
+def _identity_from_config_file(run_dir: Path) -> dict[str, Any] | None:
+    # Checkpoints written before the identity was stored in them: compare config.yaml.
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return None
+    saved = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(saved_path))
+    )
+    return {"config": _identity(saved), "code": None}
 
 
 def choose_wandb_run_id(run_dir: Path, resuming: bool) -> str:
@@ -281,8 +317,7 @@ def train(
     meta = load_meta(cfg.data.dir)
     check_tokenizer(cfg.tokenizer, meta, cfg.data.dir)
     cfg.model.vocab_size = resolve_vocab_size(cfg.model.vocab_size, meta)
-    checkpoint = find_resume_checkpoint(cfg, run_dir)
-    resumed_step = check_checkpoint(checkpoint) if checkpoint else 0
+    checkpoint, resumed_step = find_resume_checkpoint(cfg, run_dir)
     if checkpoint:
         log.info("resuming from %s at step %d", checkpoint, resumed_step)
     finished = _finished_summary(run_dir, cfg.trainer.max_steps) if checkpoint else None
@@ -348,6 +383,7 @@ def fit(job: FitJob, extra_callbacks: tuple[L.Callback, ...] = ()) -> dict[str, 
         history,
         guard,
         RngState(),
+        RunIdentity(run_identity(cfg)),
         FinalCheckpoint(checkpoint_path),
         *extra_callbacks,
     ]
