@@ -25,6 +25,7 @@ from tinyseek.data.datamodule import TokenDataModule
 from tinyseek.data.shards import load_meta, load_tokenizer
 from tinyseek.data.tokenizer import tokenizer_hash
 from tinyseek.io import read_json, write_json, write_text
+from tinyseek.precision import FP8Telemetry, convert_to_fp8
 from tinyseek.sizing import count_active_parameters, count_parameters, train_flops_per_token
 from tinyseek.training.callbacks import (
     HistoryWriter,
@@ -371,6 +372,10 @@ def fit(job: FitJob, extra_callbacks: tuple[L.Callback, ...] = ()) -> dict[str, 
     module = LanguageModel(
         cfg.model, cfg.optim, cfg.trainer.max_steps, cfg.trainer.gradient_clip_val
     )
+    fp8 = None
+    if cfg.precision.fp8_recipe is not None:
+        plan = convert_to_fp8(module.model, cfg.precision.fp8_recipe, cfg.precision.tile)
+        fp8 = FP8Telemetry(plan, cfg.precision.tile, cfg.precision.telemetry_every_n_steps)
     tokens_per_step = (
         cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.devices * cfg.trainer.num_nodes
     )
@@ -387,6 +392,8 @@ def fit(job: FitJob, extra_callbacks: tuple[L.Callback, ...] = ()) -> dict[str, 
         FinalCheckpoint(checkpoint_path),
         *extra_callbacks,
     ]
+    if fp8 is not None:
+        callbacks.append(fp8)
     logger = build_logger(
         cfg,
         run_dir,
@@ -404,6 +411,8 @@ def fit(job: FitJob, extra_callbacks: tuple[L.Callback, ...] = ()) -> dict[str, 
 
     summary = summarise(cfg, trainer, module, throughput, wall_s, job.meta)
     summary["guard"] = {"skipped_steps": guard.skipped_steps}
+    if fp8 is not None:
+        summary["fp8"] = fp8.summary()
     if trainer.is_global_zero:
         write_json(run_dir / "train.json", summary)
         if isinstance(logger, WandbLogger):
@@ -432,7 +441,7 @@ def summarise(
     """Collect the training numbers that the evaluate stage merges into metrics.json."""
     model = module.model
     flops_per_token = train_flops_per_token(model, cfg.model, cfg.data.seq_len)
-    dtype = torch.bfloat16 if cfg.precision.name == "bf16" else torch.float32
+    dtype = torch.bfloat16 if cfg.precision.lightning.startswith("bf16") else torch.float32
     peak_flops = measure_peak_flops(dtype, module.device)
     tokens_per_s = throughput.mean_tokens_per_s
     devices = cfg.trainer.devices * cfg.trainer.num_nodes
