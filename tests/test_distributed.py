@@ -65,6 +65,7 @@ def multirun(cwd: Path, env: dict[str, str], *overrides: str) -> subprocess.Pope
         "tokenizer.vocab_size=512",
         "trainer.max_steps=6",
         "trainer.val_check_interval=6",
+        "optim.warmup_steps=2",
         "trainer.enable_progress_bar=false",
         *overrides,
     ]

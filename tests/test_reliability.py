@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from tests.conftest import REPO, compose_config, tiny_train_config
@@ -311,7 +312,7 @@ def test_kill_and_resume_match_uninterrupted(tmp_path, tiny_data_dir, reference_
 
 
 def logged_steps(segment: Path, key: str) -> list[int]:
-    """trainer/global_step of every history record of an offline W&B run that holds key.
+    """trainer/global_step of every history record of an offline W&B run that contains key.
 
     The records are read with wandb's own `wandb leet inspect`.
     """
@@ -535,3 +536,52 @@ class RecordStart(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.started.append(trainer.global_step)
+
+
+@pytest.mark.slow
+def test_queued_dvc_experiment_keeps_wandb_runs(tmp_path, shakespeare_dir):
+    from tests.test_pipeline import TINY_PARAMS, run
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("conf", "pipelines", "src"):
+        shutil.copytree(
+            REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO / name, repo / name)
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["ablation"]["attention"] = ["mha"]
+    params["train"].update(max_steps=10, val_check_interval=5)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    bin_dir = Path(sys.executable).parent
+    env = {key: value for key, value in os.environ.items() if key not in ("WANDB_DIR", "DVC_ROOT")}
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        TINYSEEK_DATA_DIR=str(shakespeare_dir),
+        TINYSEEK_CACHE_DIR=str(tmp_path / "cache"),
+        WANDB_MODE="offline",
+        OMP_NUM_THREADS="1",
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.com",
+    )
+    dvc = [sys.executable, "-m", "dvc"]
+    run(["git", "init", "-q"], repo, env)
+    run([*dvc, "init", "-q"], repo, env)
+    run([*dvc, "config", "core.analytics", "false"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "tiny pipeline"], repo, env)
+
+    run([*dvc, "exp", "run", "--queue", "-S", "train.lr=0.002"], repo, env)
+    run([*dvc, "exp", "run", "--queue", "-S", "train.lr=0.004"], repo, env)
+    run([*dvc, "exp", "run", "--run-all"], repo, env)
+
+    # Each queued experiment ran train, evaluate and report in a deleted temporary
+    # workspace; their offline W&B runs landed in the repository's wandb/ folder.
+    runs = sorted((repo / "wandb").glob("offline-run-*"))
+    assert len(runs) == 6
+    assert len({path.name.rsplit("-", 1)[1] for path in runs}) == 6
+    assert not list((repo / ".dvc" / "tmp" / "exps").glob("tmp*"))

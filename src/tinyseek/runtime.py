@@ -23,14 +23,16 @@ def setup_process() -> None:
     """Settings every entry point needs before any work starts."""
     # Tokenizers' thread pool must not be inherited by forked DataLoader or DDP workers.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Offline W&B runs must outlive the temporary workspace of a queued DVC experiment.
+    root = wandb_dir_outside_dvc_workspace(Path.cwd())
+    if not os.environ.get("WANDB_DIR") and root != Path.cwd():
+        os.environ["WANDB_DIR"] = str(root)
 
 
 def wandb_settings(cfg: LoggerConfig) -> tuple[str, str]:
     """Return the W&B mode and the parent folder of wandb/ (WANDB_DIR or the working dir)."""
     mode = resolve_wandb_mode(cfg, os.environ, Path.home() / ".netrc")
-    if os.environ.get("WANDB_DIR"):
-        return mode, os.environ["WANDB_DIR"]
-    return mode, str(wandb_dir_outside_dvc_workspace(Path.cwd()))
+    return mode, os.environ.get("WANDB_DIR", ".")
 
 
 def wandb_dir_outside_dvc_workspace(cwd: Path) -> Path:

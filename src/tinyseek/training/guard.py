@@ -23,8 +23,8 @@ class TrainingFault(RuntimeError):
 class NumericalGuard(L.Callback):
     """Checks every step's loss before backward and every gradient before the optimiser step.
 
-    A NaN or Inf loss or gradient stops the run with the step and the tensor's name, unless
-    skip_nonfinite is set: then the step's gradients are dropped, so the optimiser leaves
+    A NaN or Inf loss or gradient stops the run with the step and the tensor's name. With
+    skip_nonfinite set, the step's gradients are dropped instead, so the optimiser leaves
     the weights alone, and the step is counted in guard/skipped_steps. A finite loss above
     spike_factor times the mean of the last spike_window losses also stops the run. The
     check runs before the optimiser step, so no checkpoint ever holds the faulty update.
@@ -117,7 +117,7 @@ class NumericalGuard(L.Callback):
 
 
 def _nonfinite_gradients(module: torch.nn.Module) -> list[str]:
-    """Names of the parameters whose gradient holds a NaN or an Inf, in module order."""
+    """Names of the parameters whose gradient contains a NaN or an Inf, in module order."""
     # One fused check first: the per-tensor scan (a sync per tensor) runs only on a fault.
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     if not grads or bool(torch.isfinite(_norm_of_norms(grads))):

@@ -27,7 +27,7 @@ def locked_run_dir(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on run_dir/.lock for the whole job.
 
     A second job on the same folder (two sweeps with the same variant, started together)
-    fails at once instead of interleaving writes; the lock dies with its process, so a
+    fails at once instead of interleaving writes. The lock dies with its process, so a
     SIGKILLed job leaves nothing to clean up.
     """
     run_dir.mkdir(parents=True, exist_ok=True)

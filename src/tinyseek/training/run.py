@@ -163,7 +163,9 @@ def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> tuple[Path | None
     current = run_identity(cfg)
     if saved is not None and saved["config"] != current["config"]:
         if cfg.restart_on_change:
-            log.warning("%s holds a run of another configuration; training from scratch", run_dir)
+            log.warning(
+                "%s contains a run of another configuration; training from scratch", run_dir
+            )
             return None, 0
         raise ValueError(
             f"{run_dir} contains a checkpoint of a different configuration: choose another "
@@ -288,7 +290,7 @@ def build_trainer(
 
 @dataclasses.dataclass
 class FitJob:
-    """What each rank needs to run the fit: the validated config and the resume point."""
+    """The inputs of one rank's fit: the validated config, the data meta and the resume point."""
 
     cfg: TrainConfig
     meta: dict[str, Any]
