@@ -175,10 +175,9 @@ def test_same_run_dir_twice_rejected(tmp_path, tiny_data_dir):
         holder.kill()
         holder.wait()
     assert result.returncode == 2
-    assert (
-        f"run_dir {run_dir} is in use by another training process (pid {holder.pid})"
-        in result.stderr
-    )
+    # Hydra's job logging writes the error to stdout.
+    message = f"run_dir {run_dir} is in use by another training process (pid {holder.pid})"
+    assert message in result.stdout + result.stderr
     assert not (run_dir / "config.yaml").exists()
 
 
