@@ -142,17 +142,32 @@ def code_version() -> str:
     return digest.hexdigest()
 
 
-def run_identity(cfg: TrainConfig) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the experiment's keys and the code."""
-    return {"config": _identity(cfg), "code": code_version()}
+# Keys that only steer how a job runs, left out of the full-config comparison.
+_RUN_CONTROL_KEYS = ("resume", "restart_on_change", "logger", "run_dir", "name", "ablation")
 
 
-def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> tuple[Path | None, int]:
+def run_identity(cfg: TrainConfig, meta: dict[str, Any]) -> dict[str, Any]:
+    """Values a checkpoint must match to be resumed: experiment keys, full config, data, code."""
+    full = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUN_CONTROL_KEYS}
+    full["trainer"] = {k: v for k, v in full["trainer"].items() if k != "enable_progress_bar"}
+    full["prepared_data"] = {
+        "tokenizer_sha256": meta["tokenizer"]["sha256"],
+        "train_tokens": meta["train"]["tokens"],
+        "val_tokens": meta["val"]["tokens"],
+    }
+    return {"config": _identity(cfg), "full": full, "code": code_version()}
+
+
+def find_resume_checkpoint(
+    cfg: TrainConfig, run_dir: Path, meta: dict[str, Any]
+) -> tuple[Path | None, int]:
     """Return last.ckpt and its step to resume from, or (None, 0) for a fresh run.
 
     A checkpoint from a different configuration is an error, never silently reused or
-    overwritten, unless restart_on_change is set: then the run starts over, and it also
-    starts over when the tinyseek code changed. A damaged checkpoint is always an error.
+    overwritten, unless restart_on_change is set. Then the run starts over, and it also
+    starts over when any setting, the prepared data or the tinyseek code changed, or when
+    the checkpoint already reached max_steps (DVC reruns a finished stage only because a
+    dependency changed). A damaged checkpoint is always an error.
     """
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if not (cfg.resume and checkpoint.exists()):
@@ -160,7 +175,7 @@ def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> tuple[Path | None
     step, saved = check_checkpoint(checkpoint)
     if saved is None:
         saved = _identity_from_config_file(run_dir)
-    current = run_identity(cfg)
+    current = run_identity(cfg, meta)
     if saved is not None and saved["config"] != current["config"]:
         if cfg.restart_on_change:
             log.warning(
@@ -171,6 +186,12 @@ def find_resume_checkpoint(cfg: TrainConfig, run_dir: Path) -> tuple[Path | None
             f"{run_dir} contains a checkpoint of a different configuration: choose another "
             "run_dir, delete that folder, or set resume=false to start over in it."
         )
+    # Under DVC any change of a dependency reruns the stage, so only an interrupted one resumes.
+    if cfg.restart_on_change and (
+        step >= cfg.trainer.max_steps or saved is None or saved.get("full") != current["full"]
+    ):
+        log.warning("%s contains a finished run or other settings; training anew", run_dir)
+        return None, 0
     if saved is not None and saved.get("code") not in (None, current["code"]):
         if cfg.restart_on_change:
             log.warning("%s was trained by other tinyseek code; training from scratch", run_dir)
@@ -320,7 +341,7 @@ def train(
     meta = load_meta(cfg.data.dir)
     check_tokenizer(cfg.tokenizer, meta, cfg.data.dir)
     cfg.model.vocab_size = resolve_vocab_size(cfg.model.vocab_size, meta)
-    checkpoint, resumed_step = find_resume_checkpoint(cfg, run_dir)
+    checkpoint, resumed_step = find_resume_checkpoint(cfg, run_dir, meta)
     if checkpoint:
         log.info("resuming from %s at step %d", checkpoint, resumed_step)
     finished = _finished_summary(run_dir, cfg.trainer.max_steps) if checkpoint else None
@@ -390,7 +411,7 @@ def fit(job: FitJob, extra_callbacks: tuple[L.Callback, ...] = ()) -> dict[str, 
         history,
         guard,
         RngState(),
-        RunIdentity(run_identity(cfg)),
+        RunIdentity(run_identity(cfg, job.meta)),
         FinalCheckpoint(checkpoint_path),
         *extra_callbacks,
     ]
@@ -410,6 +431,9 @@ def fit(job: FitJob, extra_callbacks: tuple[L.Callback, ...] = ()) -> dict[str, 
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=job.checkpoint)
     wall_s = time.perf_counter() - started
+    if trainer.is_global_zero:
+        # A checkpoint already at max_steps skips on_train_end, so write the restored rows here.
+        history.write()
 
     summary = summarise(cfg, trainer, module, throughput, wall_s, job.meta)
     summary["guard"] = {"skipped_steps": guard.skipped_steps}
