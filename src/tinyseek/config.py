@@ -23,6 +23,7 @@ PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
 TOKENIZER_TYPES = ("bpe", "char", "byte")
 DATA_SOURCES = ("default", "path", "hub")
 LOGGER_TYPES = ("wandb", "csv", "none")
+MTP_SCHEDULES = ("constant", "step")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
@@ -216,6 +217,38 @@ class ModelConfig:
 
 
 @dataclass
+class MTPConfig:
+    """Multi-token prediction: extra modules that predict tokens further ahead (DeepSeek-V3)."""
+
+    depth: int = 0
+    """Number of sequential MTP modules; 0 turns multi-token prediction off."""
+    loss_weight: float = 0.3
+    """Weight lambda of the MTP loss, averaged over depths and added to the main loss."""
+    schedule: str = "constant"
+    """constant keeps loss_weight; step switches to final_loss_weight at switch_fraction."""
+    final_loss_weight: float = 0.1
+    """Weight after the switch of the step schedule (DeepSeek-V3 goes from 0.3 to 0.1)."""
+    switch_fraction: float = 0.68
+    """Fraction of trainer.max_steps after which the step schedule uses final_loss_weight."""
+
+    def __post_init__(self) -> None:
+        if self.depth < 0:
+            raise ValueError(f"mtp.depth={self.depth} is negative: use 0 (off) or more.")
+        _check_choice("mtp.schedule", self.schedule, MTP_SCHEDULES)
+        for key in ("loss_weight", "final_loss_weight"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"mtp.{key}={getattr(self, key)} is negative: use 0 or more.")
+        if not 0.0 <= self.switch_fraction <= 1.0:
+            raise ValueError(f"mtp.switch_fraction={self.switch_fraction} must lie in [0, 1].")
+
+    def weight_at(self, step: int, max_steps: int) -> float:
+        """Return the MTP loss weight for an optimiser step."""
+        if self.schedule == "step" and step >= self.switch_fraction * max_steps:
+            return self.final_loss_weight
+        return self.loss_weight
+
+
+@dataclass
 class PrecisionConfig:
     """Numeric precision of training: a name and the Lightning precision plugin it maps to."""
 
@@ -367,6 +400,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    mtp: MTPConfig = field(default_factory=MTPConfig)
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -380,6 +414,11 @@ class TrainConfig:
             raise ValueError(
                 f"optim.warmup_steps={self.optim.warmup_steps} exceeds trainer.max_steps="
                 f"{self.trainer.max_steps}: lower the warmup or train longer."
+            )
+        if self.mtp.depth >= self.data.seq_len:
+            raise ValueError(
+                f"mtp.depth={self.mtp.depth} leaves no positions in windows of data.seq_len="
+                f"{self.data.seq_len}: use a depth below the window length."
             )
 
 

@@ -36,7 +36,7 @@ def load_model(run_dir: str | Path, cfg: TrainConfig) -> Transformer:
             f"checkpoint {path} is unreadable ({err}): it is corrupt or truncated."
         ) from err
 
-    model = Transformer(cfg.model)
+    model = Transformer(cfg.model, cfg.mtp.depth)
     prefix = "model."
     state = {
         k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)

@@ -16,6 +16,7 @@ from tinyseek.data.tokenizer import token_byte_lengths
 from tinyseek.evaluation.decode import generate, measure_decoding
 from tinyseek.evaluation.loader import load_model, load_run_config
 from tinyseek.evaluation.loss import bits_per_byte, split_nll
+from tinyseek.evaluation.mtp import mtp_metrics
 from tinyseek.io import read_json, write_json
 from tinyseek.model.moe import max_violation
 from tinyseek.sizing import (
@@ -122,6 +123,11 @@ def evaluate(
     }
     if moe_metrics:
         metrics["moe"] = moe_metrics
+    if model.mtp is not None:
+        # val.loss already leaves MTP out; main_loss repeats it beside the MTP numbers.
+        metrics["mtp"] = {"main_loss": val_loss} | mtp_metrics(
+            model, val_tokens, train_cfg.data.seq_len, cfg.eval.batch_size, autocast
+        )
     write_json(run_dir / "metrics.json", metrics)
     log.info("%s: val loss %.4f, val bpb %.4f", train_cfg.name, val_loss, metrics["val"]["bpb"])
     _log_to_wandb(cfg, train_cfg, metrics, wandb_mode, commit)

@@ -35,7 +35,16 @@ from tinyseek.training.module import LanguageModel
 log = logging.getLogger(__name__)
 
 # Keys whose change makes an existing checkpoint belong to a different experiment.
-_IDENTITY_KEYS = ("seed", "model", "precision", "data", "tokenizer", "optim", "trainer.max_steps")
+_IDENTITY_KEYS = (
+    "seed",
+    "model",
+    "mtp",
+    "precision",
+    "data",
+    "tokenizer",
+    "optim",
+    "trainer.max_steps",
+)
 
 
 class _DropNoise(logging.Filter):
@@ -239,7 +248,7 @@ def train(
     # Model and callbacks
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = LanguageModel(
-        cfg.model, cfg.optim, cfg.trainer.max_steps, cfg.trainer.gradient_clip_val
+        cfg.model, cfg.optim, cfg.trainer.max_steps, cfg.trainer.gradient_clip_val, cfg.mtp
     )
     tokens_per_step = (
         cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.devices * cfg.trainer.num_nodes
