@@ -393,6 +393,8 @@ class TrainConfig:
     """Ablation this run belongs to: the W&B group."""
     resume: bool = True
     """Continue from run_dir/checkpoints/last.ckpt when it exists."""
+    init_from: str | None = None
+    """A local Llama or DeepseekV3 transformers checkpoint folder to start training from."""
     model: ModelConfig = field(default_factory=ModelConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -479,6 +481,16 @@ class ReportConfig:
 
 
 @dataclass
+class ExportConfig:
+    """Root config of `python -m tinyseek.export`."""
+
+    run_dir: str = "???"
+    """Trained run folder whose checkpoints/last.ckpt is exported."""
+    out: str = "${run_dir}/hf"
+    """Folder that receives config.json, model.safetensors and the tokenizer files."""
+
+
+@dataclass
 class SizingConfig:
     """Root config of `python -m tinyseek.sizing`."""
 
@@ -493,6 +505,7 @@ def register_configs() -> None:
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(name="report_schema", node=ReportConfig)
     store.store(name="sizing_schema", node=SizingConfig)
+    store.store(name="export_schema", node=ExportConfig)
 
 
 def to_object(cfg: DictConfig) -> Any:

@@ -44,6 +44,7 @@ _IDENTITY_KEYS = (
     "tokenizer",
     "optim",
     "trainer.max_steps",
+    "init_from",
 )
 
 
@@ -250,6 +251,11 @@ def train(
     module = LanguageModel(
         cfg.model, cfg.optim, cfg.trainer.max_steps, cfg.trainer.gradient_clip_val, cfg.mtp
     )
+    if cfg.init_from and checkpoint is None:
+        from tinyseek.export import load_hf_weights
+
+        load_hf_weights(module.model, cfg.init_from)
+        log.info("initialised the model from %s", cfg.init_from)
     tokens_per_step = (
         cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.devices * cfg.trainer.num_nodes
     )
