@@ -145,9 +145,10 @@ def model_config_from_hf(hf_cfg: PretrainedConfig, name: str = "imported") -> Mo
         n_kv_heads = hf_cfg.num_key_value_heads
         attention = "mha" if n_kv_heads == hf_cfg.num_attention_heads else "gqa"
         attention = "mqa" if n_kv_heads == 1 and attention != "mha" else attention
-        return ModelConfig(
-            **common, attention=attention, n_kv_heads=n_kv_heads, head_dim=hf_cfg.head_dim
-        )
+        # None keeps tinyseek's default of dim // n_heads, as the exported config had it.
+        default_head_dim = hf_cfg.hidden_size // hf_cfg.num_attention_heads
+        head_dim = None if hf_cfg.head_dim == default_head_dim else hf_cfg.head_dim
+        return ModelConfig(**common, attention=attention, n_kv_heads=n_kv_heads, head_dim=head_dim)
     moe = hf_cfg.first_k_dense_replace < hf_cfg.num_hidden_layers
     return ModelConfig(
         **common,
