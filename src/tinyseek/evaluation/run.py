@@ -34,7 +34,7 @@ def precision_context(
     train_cfg: TrainConfig,
 ) -> tuple[contextlib.AbstractContextManager, torch.dtype]:
     """Autocast matching the training precision, and the KV-cache dtype that goes with it."""
-    if train_cfg.precision.name == "bf16":
+    if train_cfg.precision.lightning.startswith("bf16"):
         return torch.autocast("cpu", dtype=torch.bfloat16), torch.bfloat16
     return contextlib.nullcontext(), torch.float32
 
@@ -123,6 +123,8 @@ def evaluate(
     }
     if moe_metrics:
         metrics["moe"] = moe_metrics
+    if "fp8" in train_summary:
+        metrics["fp8"] = train_summary["fp8"]
     if model.mtp is not None:
         # val.loss already leaves MTP out; main_loss repeats it beside the MTP numbers.
         metrics["mtp"] = {"main_loss": val_loss} | mtp_metrics(

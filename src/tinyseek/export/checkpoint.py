@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -11,7 +12,7 @@ import torch
 import transformers
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerFast
 
-from tinyseek.config import ModelConfig
+from tinyseek.config import ModelConfig, PrecisionConfig
 from tinyseek.evaluation.loader import load_model, load_run_config
 from tinyseek.export.config_map import hf_architecture, hf_config, model_config_from_hf
 from tinyseek.export.weights import from_hf_state, to_hf_state
@@ -67,7 +68,9 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
     """Export the trained run in run_dir (its last.ckpt and tokenizer) to the folder out."""
     train_cfg = load_run_config(run_dir)
     hf_architecture(train_cfg.model)  # rejects an inexpressible model before loading weights
-    model = load_model(run_dir, train_cfg)
+    # FP8 recipes only change how the GEMMs run, so the FP32 master weights load into plain
+    # Linears and export as they are.
+    model = load_model(run_dir, dataclasses.replace(train_cfg, precision=PrecisionConfig()))
     tokenizer_file = Path(train_cfg.data.dir) / "tokenizer.json"
     if not tokenizer_file.is_file():
         log.warning("%s not found, so the export has no tokenizer", tokenizer_file)
