@@ -2,8 +2,9 @@
 
 Module k (1-based) combines the previous depth's hidden state at position i with the
 embedding of token i + k and predicts token i + k + 1. All modules share the main model's
-embedding and output head; each has its own RMSNorms, d x 2d projection and block, plus an
-output RMSNorm before the shared head, as in DeepSeek-V3's released MTP layer.
+embedding and output head. Each has its own two RMSNorms, d x 2d projection and block, and
+an output RMSNorm before the shared head, like the MTP layer of the released DeepSeek-V3
+weights (enorm, hnorm, eh_proj, shared_head.norm).
 
 Shape legend: B batch, T positions, D dim, V vocab_size.
 """
@@ -36,7 +37,8 @@ class MTPModule(nn.Module):
         self, hidden: torch.Tensor, next_embeds: torch.Tensor, positions: torch.Tensor
     ) -> torch.Tensor:
         """Combine hidden (B, T, D) with the next tokens' embeddings (B, T, D); return (B, T, D)."""
-        combined = torch.cat([self.hidden_norm(hidden), self.embed_norm(next_embeds)], dim=-1)
+        # Embedding first, then hidden state: the order of DeepSeek-V3's eh_proj input.
+        combined = torch.cat([self.embed_norm(next_embeds), self.hidden_norm(hidden)], dim=-1)
         return self.block(self.proj(combined), positions)  # (B, T, D)
 
 
