@@ -29,6 +29,7 @@ from tinyseek.training.run import train
 VARIANTS = {
     "mha": dict(attention="mha"),
     "gqa": dict(attention="gqa", n_kv_heads=2),
+    "mqa_tied": dict(attention="mqa", n_kv_heads=1, tie_embeddings=True),
     "mla": dict(attention="mla", q_lora_rank=32),
     "mla_moe": dict(
         attention="mla",
@@ -42,6 +43,7 @@ VARIANTS = {
 ARCHITECTURES = {
     "mha": "LlamaForCausalLM",
     "gqa": "LlamaForCausalLM",
+    "mqa_tied": "LlamaForCausalLM",
     "mla": "DeepseekV3ForCausalLM",
     "mla_moe": "DeepseekV3ForCausalLM",
 }

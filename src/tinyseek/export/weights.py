@@ -3,7 +3,7 @@
 Layouts that differ:
 - RoPE: tinyseek rotates interleaved channel pairs (0, 1), (2, 3), ...; Llama rotates the
   half-split pairs (j, j + D/2). Exporting to Llama permutes the rows of each query and key
-  head so that the half-split rotation sees the same pairs. DeepseekV3 with
+  head so that the half-split rotation acts on the same pairs. DeepseekV3 with
   `rope_interleave=True` rotates interleaved pairs, so MLA weights export unpermuted; an
   imported DeepseekV3 checkpoint with `rope_interleave=False` is permuted the other way.
 - MoE experts: tinyseek stacks w1, w3 (E, D, I) and w2 (E, I, D) for grouped GEMMs;

@@ -117,7 +117,7 @@ class Transformer(nn.Module):
     def forward_with_mtp(self, window: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Return main logits (B, T, V) for window[:, :-1] and the MTP logits of each depth.
 
-        window (B, T + 1) holds the inputs and the next token; depth k's logits
+        window (B, T + 1) contains the inputs and the next token; depth k's logits
         (B, T - k, V) predict window[:, k + 1 :]. Without MTP modules the list is empty.
         """
         hidden = self.hidden_states(window[:, :-1])  # (B, T, dim)
