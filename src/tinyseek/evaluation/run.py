@@ -98,6 +98,7 @@ def evaluate(
             "attention": train_cfg.model.attention,
             "ffn": train_cfg.model.ffn,
             "precision": train_cfg.precision.name,
+            "mtp": train_cfg.mtp.depth,
             "seed": train_cfg.seed,
         },
         "val": {
