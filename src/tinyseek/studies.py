@@ -122,7 +122,7 @@ def replace_block(params_text: str, block: str) -> str:
     while start > 0 and lines[start - 1].startswith("#"):
         start -= 1
     end = starts[0] + 1
-    while end < len(lines) and (not lines[end].strip() or lines[end][0] in " #"):
+    while end < len(lines) and (not lines[end].strip() or lines[end].startswith(" ")):
         end += 1
     # Keep the blank line that separated the block from the next one.
     while end > starts[0] + 1 and not lines[end - 1].strip():
