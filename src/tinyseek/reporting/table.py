@@ -148,7 +148,7 @@ def _mean_sd(row: dict[str, Any], key: str, fmt: str) -> str:
     stat = row["stats"].get(key)
     if stat is None:
         return "n/a"
-    if stat["std"] is None:
+    if not stat["std"]:
         return fmt.format(stat["mean"])
     return f"{fmt.format(stat['mean'])} ± {fmt.format(stat['std'])}"
 
@@ -160,14 +160,22 @@ def _interval(row: dict[str, Any], key: str, fmt: str) -> str:
     return f"[{fmt.format(stat['ci_low'])}, {fmt.format(stat['ci_high'])}]"
 
 
-def _delta(row: dict[str, Any], key: str) -> str:
+def _delta(row: dict[str, Any], key: str, baseline: str) -> str:
     test = row["vs_baseline"].get(key)
+    if row["variant"] == baseline:
+        return "—"
     if test is None:
         return "n/a"
     text = f"{test['diff']:+.4f}"
     if test["ci_low"] is not None:
         text += f" [{test['ci_low']:+.4f}, {test['ci_high']:+.4f}]"
     return text
+
+
+def _p_value(row: dict[str, Any], baseline: str) -> str:
+    if row["variant"] == baseline:
+        return "—"
+    return _num(row["vs_baseline"].get("val_bpb", {}).get("p_value"), "{:.3g}")
 
 
 def _verdict(row: dict[str, Any], baseline: str) -> str:
@@ -189,13 +197,13 @@ def table_columns(baseline: str) -> list[tuple[str, Callable[[dict[str, Any]], s
         ("seeds", lambda r: str(r["seeds"])),
         ("val bpb (mean ± sd)", lambda r: _mean_sd(r, "val_bpb", "{:.4f}")),
         ("val bpb 95 % CI", lambda r: _interval(r, "val_bpb", "{:.4f}")),
-        ("Δ bpb vs baseline [95 % CI]", lambda r: _delta(r, "val_bpb")),
-        ("Welch p", lambda r: _num(r["vs_baseline"].get("val_bpb", {}).get("p_value"), "{:.3g}")),
+        ("Δ bpb vs baseline [95 % CI]", lambda r: _delta(r, "val_bpb", baseline)),
+        ("Welch p", lambda r: _p_value(r, baseline)),
         ("reading", lambda r: _verdict(r, baseline)),
         ("val loss", lambda r: _mean_sd(r, "val_loss", "{:.4f}")),
         ("active params", lambda r: _mean_sd(r, "params_active", "{:,.0f}")),
         ("KV bytes/token", lambda r: _mean_sd(r, "kv_bytes_per_token", "{:,.0f}")),
-        ("KV vs baseline", lambda r: _num(r["kv_reduction"], "{:.2f}× smaller")),
+        ("KV reduction vs baseline", lambda r: _num(r["kv_reduction"], "{:.2f}×")),
         ("train tokens/s", lambda r: _mean_sd(r, "tokens_per_s", "{:,.0f}")),
         ("peak MiB", lambda r: _mean_sd(r, "peak_memory_mib", "{:,.0f}")),
         ("device-hours", lambda r: _mean_sd(r, "device_hours", "{:.4f}")),
