@@ -16,7 +16,7 @@ from tinyseek.sizing import (
     implied_mfu,
 )
 
-# DeepSeek-V3 technical report, Table 1: 14.8T tokens, 2.664M H800 GPU-hours of pre-training.
+# DeepSeek-V3's published pre-training: 14.8T tokens in 2.664M H800 GPU-hours.
 V3_TOKENS = 14.8e12
 V3_GPU_HOURS = 2.664e6
 
@@ -93,6 +93,6 @@ def test_cost_command_prints_v3_figures():
         timeout=180,
     ).stdout
     assert "34.3 % from 6 * N_active * D alone, 39.1 % with attention" in out
-    assert "2,664,000 GPU-hours (2.664 M), $5,328,000 at $2 per GPU-hour" in out
+    assert "2,664,000 (2.664 M) GPU-hours, $5,328,000 (5.328 M) at $2 per GPU-hour" in out
     assert "causal: seq_len / 2 keys per query on average" in out
     assert "input embedding excluded" in out

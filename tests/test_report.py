@@ -140,7 +140,8 @@ def test_html_is_self_contained(report):
     sources = re.findall(r'(?:src|href)="([^"]*)"', page)
     assert sources, "the page embeds no figure"
     assert all(source.startswith("data:image/png;base64,") for source in sources)
-    assert "http://" not in page and "https://" not in page
+    assert "http://" not in page
+    assert "https://" not in page
 
 
 def test_report_logged_as_wandb_job(report):

@@ -23,7 +23,8 @@ def test_summary_of_one_seed_has_no_spread():
     stat = summarize([0.75])
     assert stat.mean == 0.75
     assert stat.std is None
-    assert stat.ci_low is None and stat.ci_high is None
+    assert stat.ci_low is None
+    assert stat.ci_high is None
 
 
 def test_welch_matches_r_t_test():

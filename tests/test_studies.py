@@ -93,3 +93,20 @@ def test_repository_params_select_deepseek():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert params["ablation"]["study"] == "deepseek"
     assert params["ablation"]["runs"] == expand_study("deepseek")["runs"]
+
+
+def test_flow_value_sets_params_through_dvc(tmp_path, capsys):
+    from dvc.utils.hydra import apply_overrides
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "ablation:\n  study: old\n  runs: {old-s0: {seed: 0}}\ntrain: {max_steps: 7}\n"
+    )
+    main(["attention", "--seeds", "1", "--flow"])
+    value = capsys.readouterr().out.strip()
+    apply_overrides(params, ["~ablation", f"+ablation={value}"])
+    loaded = yaml.safe_load(params.read_text())
+    assert loaded["train"] == {"max_steps": 7}
+    assert list(loaded["ablation"]["runs"]) == [
+        f"{attention}-dense-fp32-s0" for attention in ("mha", "gqa", "mqa", "mla")
+    ]

@@ -234,10 +234,17 @@ def cost_report(model: ModelConfig, cost: CostConfig) -> list[str]:
     hours = gpu_hours_for(cost.tokens, flops.total, cost.peak, mfu)
     lines.append(
         f"projection: {cost.tokens:.4g} tokens on {peak} at {100 * mfu:.1f} % MFU = "
-        f"{hours:,.0f} GPU-hours ({hours / 1e6:.3f} M), "
-        f"${hours * cost.price_per_hour:,.0f} at ${cost.price_per_hour:g} per GPU-hour"
+        f"{_amount(hours)} GPU-hours, ${_amount(hours * cost.price_per_hour)} at "
+        f"${cost.price_per_hour:g} per GPU-hour"
     )
     return lines
+
+
+def _amount(value: float) -> str:
+    """Whole numbers from 1,000 up (with millions spelled out), 4 significant digits below."""
+    if value >= 1e6:
+        return f"{value:,.0f} ({value / 1e6:.3f} M)"
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.4g}"
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ the `ablation` block of params.yaml, whose `runs` mapping dvc.yaml iterates over
     python -m tinyseek.studies deepseek              # select the study, 3 seeds (the preset's)
     python -m tinyseek.studies attention --seeds 2   # seeds 0 and 1
     python -m tinyseek.studies moe --print           # print the block instead of writing it
+    dvc exp run -S '~ablation' -S "+ablation=$(python -m tinyseek.studies moe --flow)"
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def expand_study(
 
 
 def render_block(ablation: dict[str, Any]) -> str:
-    """The `ablation:` block of params.yaml, one flow-style line per run."""
+    """Render the `ablation:` block of params.yaml, one flow-style line per run."""
     lines = [
         "# The study that `dvc repro` runs, written by `python -m tinyseek.studies "
         f"{ablation['study']}`;",
@@ -140,13 +141,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="small", help="model preset (default: small)")
     parser.add_argument("--params", default="params.yaml", help="params file to rewrite")
     parser.add_argument("--print", action="store_true", help="print the block, write nothing")
+    parser.add_argument(
+        "--flow",
+        action="store_true",
+        help="print the block as one flow-style value for `dvc exp run -S +ablation=...`",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     try:
-        block = render_block(expand_study(args.study, args.seeds, args.model))
+        ablation = expand_study(args.study, args.seeds, args.model)
     except ValueError as err:
         parser.error(str(err))
+    if args.flow:
+        print(
+            yaml.safe_dump(ablation, default_flow_style=True, width=10**6, sort_keys=False), end=""
+        )
+        return
+    block = render_block(ablation)
     if args.print:
         print(block, end="")
         return

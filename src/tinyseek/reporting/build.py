@@ -1,7 +1,7 @@
 """Write the ablation report: ablation.md, ablation.html, figures/*.png and summary.json.
 
-The report is a list of sections (see SECTIONS); each renders to Markdown and to HTML from
-the same summary, so one more section is one more function in that list.
+The report is the list SECTIONS. Each section renders to Markdown and to HTML from the same
+summary, so one more section is one more function in that list.
 """
 
 from __future__ import annotations

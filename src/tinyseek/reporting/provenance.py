@@ -58,7 +58,7 @@ def lock_hashes(lock_path: Path, stages: list[str] | None = None) -> dict[str, d
 def provenance(
     commit: str | None, lock_path: Path = Path("dvc.lock"), stages: list[str] | None = None
 ) -> dict[str, Any]:
-    """Where the report's numbers come from: commit, dvc.lock, packages and machine."""
+    """Record where the report's numbers come from: commit, dvc.lock, packages, machine."""
     return {
         "git_commit": commit,
         "dvc_lock_sha256": hashlib.sha256(lock_path.read_bytes()).hexdigest()

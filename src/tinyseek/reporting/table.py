@@ -93,7 +93,7 @@ def _seed_values(metric: Metric, runs: list[Run], by_name: dict[str, Run]) -> li
 
 
 def variant_rows(runs: list[Run], baseline: str) -> list[dict[str, Any]]:
-    """One row per variant: every metric summarised over seeds, the compared ones tested."""
+    """Summarise every metric over each variant's seeds and test the compared ones."""
     groups = group_by_variant(runs)
     baseline = variant_of(baseline)
     if baseline not in groups:
