@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import yaml
 
@@ -10,12 +12,18 @@ from tinyseek.config import to_object
 from tinyseek.studies import expand_study, list_studies, main, replace_block
 
 
+@functools.cache
+def expanded(study: str, seeds: int | None = None) -> dict:
+    """Each study composed once per module: every job is a full Hydra composition."""
+    return expand_study(study, seeds=seeds)
+
+
 def test_every_study_is_listed():
     assert set(list_studies()) >= {"attention", "moe", "fp8", "deepseek"}
 
 
 def test_attention_study_crosses_seeds():
-    study = expand_study("attention", seeds=2)
+    study = expanded("attention", 2)
     assert list(study["runs"]) == [
         f"{attention}-dense-fp32-s{seed}"
         for attention in ("mha", "gqa", "mqa", "mla")
@@ -31,7 +39,7 @@ def test_attention_study_crosses_seeds():
 
 
 def test_deepseek_study_is_cumulative_path():
-    study = expand_study("deepseek")
+    study = expanded("deepseek")
     variants = list(dict.fromkeys(name.rsplit("-s", 1)[0] for name in study["runs"]))
     assert variants == ["mha-dense-bf16", "mla-dense-bf16", "mla-moe-bf16", "mla-moe-fp8_blockwise"]
     assert len(study["runs"]) == 12
@@ -39,7 +47,7 @@ def test_deepseek_study_is_cumulative_path():
 
 
 def test_moe_study_names_each_balancing():
-    runs = expand_study("moe", seeds=1)["runs"]
+    runs = expanded("moe", 1)["runs"]
     assert list(runs) == [
         f"mha-{ffn}-fp32-s0"
         for ffn in ("dense", "moe", "moe_aux_free", "moe_seq_aux", "moe_aux_loss", "moe_no_balance")
@@ -51,7 +59,7 @@ def test_moe_study_names_each_balancing():
 
 
 def test_fp8_study_compares_recipes_with_bf16():
-    runs = expand_study("fp8", seeds=1)["runs"]
+    runs = expanded("fp8", 1)["runs"]
     assert [run["precision"] for run in runs.values()] == [
         "bf16",
         "fp8_tensorwise",
@@ -92,7 +100,7 @@ def test_repository_params_select_deepseek():
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert params["ablation"]["study"] == "deepseek"
-    assert params["ablation"]["runs"] == expand_study("deepseek")["runs"]
+    assert params["ablation"]["runs"] == expanded("deepseek")["runs"]
 
 
 def test_flow_value_sets_params_through_dvc(tmp_path, capsys):

@@ -77,7 +77,7 @@ def build_report(cfg: ReportConfig, commit: str | None = None) -> dict[str, Any]
         f"{stage}@{run.variant}" for run in runs for stage in ("train", "evaluate")
     ]
     summary = {
-        "title": cfg.title,
+        "title": cfg.title if cfg.ablation == "adhoc" else f"{cfg.title}: {cfg.ablation}",
         "ablation": cfg.ablation,
         "baseline": baseline,
         "budget": _budget(runs),
