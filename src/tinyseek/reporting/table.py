@@ -208,7 +208,7 @@ def table_columns(baseline: str) -> list[tuple[str, Callable[[dict[str, Any]], s
         ("peak MiB", lambda r: _mean_sd(r, "peak_memory_mib", "{:,.0f}")),
         ("device-hours", lambda r: _mean_sd(r, "device_hours", "{:.4f}")),
         ("val MaxVio", lambda r: _mean_sd(r, "val_maxvio", "{:.3f}")),
-        ("FP8 loss error", lambda r: _mean_sd(r, "fp8_loss_error", "{:+.2%}")),
+        ("FP8 loss error", lambda r: _mean_sd(r, "fp8_loss_error", "{:+.3%}")),
     ]
 
 
