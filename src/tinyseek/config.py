@@ -100,6 +100,8 @@ class ModelConfig:
     """MoE aux_loss: weight of DeepSeek-V2's expert-level balance loss."""
     ffn: str = "dense"
     """Feed-forward type (set by the ffn group)."""
+    ffn_label: str = "${.ffn}"
+    """Feed-forward axis value in variant names: the ffn group option, such as moe_aux_loss."""
 
     def __post_init__(self) -> None:
         _check_choice("model.attention", self.attention, ATTENTION_TYPES)
@@ -407,7 +409,7 @@ class TrainConfig:
     """Root config of pipelines/train.py."""
 
     seed: int = 0
-    name: str = "${model.attention}-${model.ffn}-${precision.name}-s${seed}"
+    name: str = "${model.attention}-${model.ffn_label}-${precision.name}-s${seed}"
     """Variant name: the axis values joined by '-' with the seed last."""
     run_dir: str = "runs/adhoc/${name}"
     """Output folder; the DVC pipeline passes runs/<variant> explicitly."""
@@ -509,6 +511,59 @@ class ReportConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
+# Dense BF16 tensor-core peaks in FLOP/s from the vendors' datasheets (SXM parts, no sparsity).
+# The H800 has the H100 SXM's compute; only its interconnect is cut down.
+GPU_PEAK_BF16_FLOPS = {
+    "H100": 989e12,
+    "H800": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "A800": 312e12,
+}
+
+
+@dataclass
+class CostConfig:
+    """Training-cost projection of `python -m tinyseek.sizing`; unset values skip that part."""
+
+    tokens: float | None = None
+    """Training tokens to project, for example 14.8e12."""
+    seq_len: int | None = None
+    """Context length of the attention term; None takes model.max_seq_len."""
+    gpu: str = "H800"
+    """GPU whose dense BF16 peak is the MFU denominator: one of GPU_PEAK_BF16_FLOPS."""
+    peak_flops: float | None = None
+    """Per-GPU peak in FLOP/s; None takes the named GPU's BF16 dense peak."""
+    mfu: float | None = None
+    """Model FLOPs utilisation of the projection, in (0, 1]; None infers it from gpu_hours."""
+    gpu_hours: float | None = None
+    """A published GPU-hour figure for `tokens`, from which the implied MFU is computed."""
+    price_per_hour: float = 2.0
+    """Dollars per GPU-hour."""
+    tokens_per_s: float | None = None
+    """Measured training throughput of one run, for its device-hours (for example
+    metrics.json's throughput.tokens_per_s)."""
+    devices: int = 1
+    """Devices that shared tokens_per_s."""
+
+    def __post_init__(self) -> None:
+        _check_choice("cost.gpu", self.gpu, tuple(GPU_PEAK_BF16_FLOPS))
+        for key in ("tokens", "seq_len", "peak_flops", "gpu_hours", "tokens_per_s"):
+            if getattr(self, key) is not None:
+                _check_positive(f"cost.{key}", getattr(self, key))
+        _check_positive("cost.devices", self.devices)
+        if self.price_per_hour < 0:
+            raise ValueError(f"cost.price_per_hour={self.price_per_hour} is negative.")
+        if self.mfu is not None and not 0.0 < self.mfu <= 1.0:
+            raise ValueError(f"cost.mfu={self.mfu} must lie in (0, 1], for example 0.4.")
+        if (self.mfu is not None or self.gpu_hours is not None) and self.tokens is None:
+            raise ValueError("cost.mfu and cost.gpu_hours need cost.tokens, the token budget.")
+
+    @property
+    def peak(self) -> float:
+        return self.peak_flops if self.peak_flops is not None else GPU_PEAK_BF16_FLOPS[self.gpu]
+
+
 @dataclass
 class ExportConfig:
     """Root config of `python -m tinyseek.export`."""
@@ -524,6 +579,7 @@ class SizingConfig:
     """Root config of `python -m tinyseek.sizing`."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
 
 def register_configs() -> None:

@@ -23,6 +23,7 @@ from tinyseek.data.shards import load_meta
 from tinyseek.io import read_json, write_json, write_text
 from tinyseek.precision import FP8Telemetry, convert_to_fp8
 from tinyseek.sizing import count_active_parameters, count_parameters, train_flops_per_token
+from tinyseek.tracking import declare_summary_metrics
 from tinyseek.training.callbacks import (
     HistoryWriter,
     MemoryMonitor,
@@ -275,6 +276,8 @@ def train(
         cfg, run_dir, wandb_mode, wandb_dir, {"git_commit": commit}, resuming=checkpoint is not None
     )
     trainer = build_trainer(cfg, run_dir, logger, callbacks)
+    if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+        declare_summary_metrics(logger.experiment)
 
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
