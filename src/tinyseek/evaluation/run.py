@@ -96,7 +96,7 @@ def evaluate(
         "axes": {
             "model": train_cfg.model.name,
             "attention": train_cfg.model.attention,
-            "ffn": train_cfg.model.ffn,
+            "ffn": train_cfg.model.ffn_label,
             "precision": train_cfg.precision.name,
             "mtp": train_cfg.mtp.depth,
             "seed": train_cfg.seed,
