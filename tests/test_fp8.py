@@ -9,7 +9,15 @@ import torch
 import torch.nn as nn
 
 from tests.conftest import compose_config, tiny_train_config
-from tinyseek.config import ModelConfig, to_object
+from tinyseek.config import (
+    EvalConfig,
+    EvaluateConfig,
+    LoggerConfig,
+    ModelConfig,
+    ReportConfig,
+    to_object,
+)
+from tinyseek.evaluation.run import evaluate
 from tinyseek.model import Transformer
 from tinyseek.precision import Float8BlockwiseLinear, blockwise_linear, blockwise_mm, plan_fp8
 from tinyseek.precision.convert import convert_to_fp8, fp8_layers
@@ -20,6 +28,7 @@ from tinyseek.precision.quantise import (
     quantise_tiles,
     sqnr_db,
 )
+from tinyseek.reporting.build import build_report
 from tinyseek.training.run import train
 
 
@@ -186,3 +195,45 @@ def test_fp8_training_run_records_telemetry(tmp_path, tiny_data_dir, recipe):
     assert fp8["overflow_input_worst"] == 0.0
     assert 0.0 <= fp8["underflow_grad_worst"] < 0.05
     assert fp8["amax_weight_worst"] > 0
+
+
+def test_report_pairs_fp8_run_with_bf16_twin(tmp_path, tiny_data_dir):
+    for precision, seed in [("bf16", 0), ("bf16", 1), ("fp8_blockwise", 0)]:
+        run_dir = tmp_path / "runs" / f"{precision}-{seed}"
+        cfg = tiny_train_config(
+            tiny_data_dir,
+            run_dir,
+            f"precision={precision}",
+            "precision.tile=32",
+            f"seed={seed}",
+            "trainer.max_steps=20",
+            "trainer.val_check_interval=20",
+            "trainer.log_every_n_steps=2",
+            "trainer.limit_val_batches=2",
+            "optim.warmup_steps=4",
+        )
+        train(cfg)
+        evaluate(
+            EvaluateConfig(
+                run_dir=str(run_dir),
+                eval=EvalConfig(decode_tokens=4, prompt_tokens=8, sample_tokens=8),
+                logger=LoggerConfig(type="none"),
+            )
+        )
+
+    summary = build_report(
+        ReportConfig(
+            runs=[str(tmp_path / "runs")],
+            out=str(tmp_path / "report"),
+            logger=LoggerConfig(type="none"),
+        )
+    )
+
+    (row,) = summary["fp8_parity"]
+    assert row["variant"] == "mha-dense-fp8_blockwise-s0"
+    assert row["twin"] == "mha-dense-bf16-s0"
+    assert row["noise_floor_pair"] == "mha-dense-bf16-s0 vs mha-dense-bf16-s1"
+    assert 0 < row["max_ema_rel_error"] < 0.2 and 0 < row["noise_floor"] < 0.2
+    markdown = (tmp_path / "report" / "ablation.md").read_text()
+    assert "## FP8 loss parity" in markdown and "no FP8 units" in markdown
+    assert (tmp_path / "report" / "figures" / "fp8_parity.png").stat().st_size > 0

@@ -19,6 +19,8 @@ def _run(tmp_path, precision: str, seed: int, loss: float, val: float) -> Run:
         "variant": f"mha-dense-{precision}-s{seed}",
         "axes": {"attention": "mha", "ffn": "dense", "precision": precision, "seed": seed},
         "val": {"loss": val},
+        "throughput": {"tokens_per_s": 1000.0 if precision == "bf16" else 400.0},
+        "cost": {"device": "cpu"},
     }
     return Run(path, metrics, history)
 
@@ -43,8 +45,9 @@ def test_fp8_runs_pair_with_their_bf16_twin_and_seed_floor(tmp_path):
     assert row["noise_floor"] == pytest.approx(0.002, rel=1e-6)
     assert row["noise_floor_pair"] == "mha-dense-bf16-s0 vs mha-dense-bf16-s1"
     assert row["final_val_rel_diff"] == pytest.approx(-0.01)
-    assert "| mha-dense-fp8_blockwise-s0 | mha-dense-bf16-s0 | 1.000 % | 0.200 % | -1.000 % |" in (
-        parity_markdown([row])
+    assert (
+        "| mha-dense-fp8_blockwise-s0 | mha-dense-bf16-s0 | 1.000 % | 0.200 % | -1.000 % | 2.50x |"
+        in (parity_markdown([row]))
     )
     assert parity_figure([row], tmp_path / "parity.png").stat().st_size > 0
 

@@ -77,12 +77,18 @@ def fp8_parity(runs: list[Run]) -> list[dict[str, Any]]:
                 "noise_floor": max_after(floor_steps, floor_errors, warmup),
                 "noise_floor_pair": f"{twin.variant} vs {floor_run.variant}" if floor_run else None,
                 "final_val_rel_diff": (val - twin_val) / twin_val,
+                "step_time_ratio": _tokens_per_s(twin) / _tokens_per_s(run),
+                "device": run.metrics.get("cost", {}).get("device", "unknown"),
                 "deepseek_bound": DEEPSEEK_BOUND,
                 "curve": {"steps": steps, "errors": errors},
                 "floor_curve": {"steps": floor_steps, "errors": floor_errors},
             }
         )
     return rows
+
+
+def _tokens_per_s(run: Run) -> float:
+    return run.metrics["throughput"]["tokens_per_s"]
 
 
 def _other_seed(twin: Run, runs: list[Run]) -> Run | None:
@@ -132,8 +138,8 @@ def parity_markdown(rows: list[dict[str, Any]]) -> str:
     """The parity rows as a markdown table."""
     lines = [
         "| FP8 run | BF16 twin | max EMA rel. error after warmup | BF16 seed-noise floor "
-        "| final val loss diff |",
-        "| --- | --- | --- | --- | --- |",
+        "| final val loss diff | step time vs twin |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         floor = f"{100 * row['noise_floor']:.3f} %" if row["noise_floor"] is not None else "n/a"
@@ -141,6 +147,6 @@ def parity_markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {row['variant']} | {row['twin']} | "
             f"{'n/a' if error is None else f'{100 * error:.3f} %'} | {floor} | "
-            f"{100 * row['final_val_rel_diff']:+.3f} % |"
+            f"{100 * row['final_val_rel_diff']:+.3f} % | {row['step_time_ratio']:.2f}x |"
         )
     return "\n".join(lines)

@@ -9,9 +9,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from tinyseek.config import ModelConfig, OptimConfig
+from tinyseek.config import ModelConfig, MTPConfig, OptimConfig
 from tinyseek.model import Transformer
 from tinyseek.model.moe import load_telemetry
+from tinyseek.model.mtp import mtp_losses
 from tinyseek.training.schedule import warmup_cosine
 
 
@@ -19,10 +20,16 @@ class LanguageModel(L.LightningModule):
     """Cross-entropy training with AdamW, warmup plus cosine decay and gradient clipping."""
 
     def __init__(
-        self, model_cfg: ModelConfig, optim_cfg: OptimConfig, max_steps: int, grad_clip: float
+        self,
+        model_cfg: ModelConfig,
+        optim_cfg: OptimConfig,
+        max_steps: int,
+        grad_clip: float,
+        mtp_cfg: MTPConfig | None = None,
     ):
         super().__init__()
-        self.model = Transformer(model_cfg)
+        self.mtp_cfg = mtp_cfg or MTPConfig()
+        self.model = Transformer(model_cfg, self.mtp_cfg.depth)
         self.optim_cfg = optim_cfg
         self.max_steps = max_steps
         self.grad_clip = grad_clip
@@ -35,19 +42,34 @@ class LanguageModel(L.LightningModule):
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
+        if self.model.mtp is None:
+            loss, mtp_term = self.loss(batch), 0.0
+        else:
+            loss, mtp_term = self.loss_with_mtp(batch)
+        # train/loss stays the main loss, comparable between runs with and without MTP.
         # sync_dist averages over DDP ranks; it is a no-op in one process.
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
-        if not self.model.moe_layers():
-            return loss
+        if not self.model.moe_layers(include_mtp=True):
+            return loss + mtp_term
 
         aux_loss = self.model.aux_loss()
         self.log("train/aux_loss", aux_loss, sync_dist=True)
-        return loss + aux_loss
+        return loss + mtp_term + aux_loss
+
+    def loss_with_mtp(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the main loss and lambda times the MTP loss averaged over depths."""
+        logits, mtp_logits = self.model.forward_with_mtp(batch)
+        main = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+        losses = mtp_losses(mtp_logits, batch)
+        for k, depth_loss in enumerate(losses, start=1):
+            self.log(f"mtp/loss_depth{k}", depth_loss)
+        weight = self.mtp_cfg.weight_at(self.global_step, self.max_steps)
+        self.log("mtp/loss_weight", weight)
+        return main, weight * torch.stack(losses).mean()
 
     def on_train_batch_end(self, outputs, batch: torch.Tensor, batch_idx: int) -> None:
         """Move the MoE routing biases towards balance and log expert-load telemetry."""
-        moe_layers = self.model.moe_layers()
+        moe_layers = self.model.moe_layers(include_mtp=True)
         if not moe_layers:
             return
         counts = torch.stack([moe.train_counts for moe in moe_layers])  # (layers, E)

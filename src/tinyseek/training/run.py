@@ -27,6 +27,7 @@ from tinyseek.data.tokenizer import tokenizer_hash
 from tinyseek.io import read_json, write_json, write_text
 from tinyseek.precision import FP8Telemetry, convert_to_fp8
 from tinyseek.sizing import count_active_parameters, count_parameters, train_flops_per_token
+from tinyseek.tracking import declare_summary_metrics
 from tinyseek.training.callbacks import (
     HistoryWriter,
     MemoryMonitor,
@@ -50,7 +51,17 @@ from tinyseek.training.wandb_logger import CheckpointAlignedWandbLogger
 log = logging.getLogger(__name__)
 
 # Keys whose change makes an existing checkpoint belong to a different experiment.
-_IDENTITY_KEYS = ("seed", "model", "precision", "data", "tokenizer", "optim", "trainer.max_steps")
+_IDENTITY_KEYS = (
+    "seed",
+    "model",
+    "mtp",
+    "precision",
+    "data",
+    "tokenizer",
+    "optim",
+    "trainer.max_steps",
+    "init_from",
+)
 
 
 class _DropNoise(logging.Filter):
@@ -393,8 +404,13 @@ def fit(job: FitJob, extra_callbacks: tuple[L.Callback, ...] = ()) -> dict[str, 
     # Model and callbacks
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = LanguageModel(
-        cfg.model, cfg.optim, cfg.trainer.max_steps, cfg.trainer.gradient_clip_val
+        cfg.model, cfg.optim, cfg.trainer.max_steps, cfg.trainer.gradient_clip_val, cfg.mtp
     )
+    if cfg.init_from and job.checkpoint is None:
+        from tinyseek.export import load_hf_weights
+
+        load_hf_weights(module.model, cfg.init_from)
+        log.info("initialised the model from %s", cfg.init_from)
     fp8 = None
     if cfg.precision.fp8_recipe is not None:
         plan = convert_to_fp8(module.model, cfg.precision.fp8_recipe, cfg.precision.tile)
@@ -427,6 +443,8 @@ def fit(job: FitJob, extra_callbacks: tuple[L.Callback, ...] = ()) -> dict[str, 
         job.resumed_step,
     )
     trainer = build_trainer(cfg, run_dir, logger, callbacks)
+    if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+        declare_summary_metrics(logger.experiment)
 
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=job.checkpoint)
