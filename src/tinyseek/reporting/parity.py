@@ -44,9 +44,13 @@ def max_after(steps: list[int], errors: list[float], warmup: int) -> float | Non
     return max(after) if after else None
 
 
+PAIRING_AXES = ("model", "attention", "ffn", "precision", "mtp", "seed")
+"""Axes that must match between twins; a run recorded before MTP existed reads as depth 0."""
+
+
 def _key(run: Run, **changes: Any) -> tuple:
-    axes = {**run.metrics["axes"], **changes}
-    return tuple(sorted(axes.items()))
+    axes = {"mtp": 0, **run.metrics["axes"], **changes}
+    return tuple(axes.get(axis) for axis in PAIRING_AXES)
 
 
 def fp8_parity(runs: list[Run]) -> list[dict[str, Any]]:
