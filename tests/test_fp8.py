@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from tests.conftest import compose_config, tiny_train_config
+from tests.test_reliability import PoisonParameter
 from tinyseek.config import (
     EvalConfig,
     EvaluateConfig,
@@ -29,6 +30,7 @@ from tinyseek.precision.quantise import (
     sqnr_db,
 )
 from tinyseek.reporting.build import build_report
+from tinyseek.training.guard import TrainingFault
 from tinyseek.training.run import train
 
 
@@ -237,3 +239,25 @@ def test_report_pairs_fp8_run_with_bf16_twin(tmp_path, tiny_data_dir):
     markdown = (tmp_path / "report" / "ablation.md").read_text()
     assert "## FP8 loss parity" in markdown and "no FP8 units" in markdown
     assert (tmp_path / "report" / "figures" / "fp8_parity.png").stat().st_size > 0
+
+
+def test_guard_stops_fp8_run_on_nan_weight(tmp_path, tiny_data_dir):
+    run_dir = tmp_path / "run"
+    cfg = tiny_train_config(
+        tiny_data_dir,
+        run_dir,
+        "precision=fp8_blockwise",
+        "precision.tile=32",
+        "trainer.max_steps=12",
+        "trainer.checkpoint_every_n_steps=5",
+        "trainer.val_check_interval=12",
+    )
+    # A NaN in an FP8 layer's weight makes its block scale NaN, and the loss with it.
+    poison = PoisonParameter("layers.0.attn.wq.weight", float("nan"), step=7)
+
+    with pytest.raises(TrainingFault, match="non-finite loss \\(nan\\) at step 7"):
+        train(cfg, extra_callbacks=(poison,))
+
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 5
+    assert all(torch.isfinite(t).all() for t in state["state_dict"].values())
