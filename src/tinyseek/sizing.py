@@ -71,24 +71,8 @@ def parameter_counts(cfg: ModelConfig) -> tuple[int, int]:
 
 
 def train_flops_per_token(model: torch.nn.Module, cfg: ModelConfig, seq_len: int) -> float:
-    """Training FLOPs per token: 6 per matmul weight plus the attention scores and mixing.
-
-    Parameters count as activated ones, so an MoE model is charged for its routed experts
-    only. The attention term is 6 * n_layers * n_heads * (qk width + v width) * seq_len. It counts
-    forward and backward of QK^T and AV at full, unmasked cost, which is PaLM's
-    12 * L * H * Q * T when the widths are equal. The embedding lookup is not a matmul, so
-    its weights are excluded unless the head shares them.
-    """
-    # A token only runs its activated experts, so MoE counts activated parameters.
-    matmul_params = count_active_parameters(model)
-    if not cfg.tie_embeddings:
-        matmul_params -= model.embed.weight.numel()
-    if cfg.attention == "mla":
-        head_widths = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim + cfg.v_head_dim
-    else:
-        head_widths = 2 * cfg.resolved_head_dim
-    attention = 6 * cfg.n_layers * cfg.n_heads * head_widths * seq_len
-    return 6.0 * matmul_params + attention
+    """Training FLOPs per token of a built model: the counting rules of flops_per_token."""
+    return flops_per_token(model, cfg, seq_len).total
 
 
 def parameter_report(cfg: ModelConfig) -> list[str]:
@@ -158,17 +142,15 @@ class FlopsPerToken:
         return self.matmul + self.attention
 
 
-def cost_flops_per_token(cfg: ModelConfig, seq_len: int) -> FlopsPerToken:
-    """Training FLOPs per token of a config: 6 * N_active plus causal attention.
+def flops_per_token(model: torch.nn.Module, cfg: ModelConfig, seq_len: int) -> FlopsPerToken:
+    """Training FLOPs per token: 6 * N_active plus causal attention.
 
-    The attention term is 3 * n_layers * n_heads * (qk width + v width) * seq_len: QK^T and AV
-    cost 2 * width FLOPs per query and key in the forward pass and twice that backward, and a
-    causal query sees seq_len / 2 keys on average. Parameters are built on the meta device.
+    Parameters count as activated ones, so an MoE model is charged for its routed experts
+    only. The embedding lookup is not a matmul, so its weights are excluded unless the head
+    shares them. The attention term is 3 * n_layers * n_heads * (qk width + v width) *
+    seq_len: QK^T and AV cost 2 * width FLOPs per query and key in the forward pass and twice
+    that backward, and a causal query sees seq_len / 2 keys on average.
     """
-    from tinyseek.model import Transformer
-
-    with torch.device("meta"):
-        model = Transformer(cfg)
     matmul_params = count_active_parameters(model)
     if not cfg.tie_embeddings:
         matmul_params -= model.embed.weight.numel()
@@ -178,6 +160,15 @@ def cost_flops_per_token(cfg: ModelConfig, seq_len: int) -> FlopsPerToken:
         head_widths = 2 * cfg.resolved_head_dim
     attention = 3.0 * cfg.n_layers * cfg.n_heads * head_widths * seq_len
     return FlopsPerToken(matmul_params, 6.0 * matmul_params, attention)
+
+
+def cost_flops_per_token(cfg: ModelConfig, seq_len: int) -> FlopsPerToken:
+    """flops_per_token of a config, with the model built on the meta device."""
+    from tinyseek.model import Transformer
+
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    return flops_per_token(model, cfg, seq_len)
 
 
 def gpu_hours_for(tokens: float, flops_per_token: float, peak_flops: float, mfu: float) -> float:
