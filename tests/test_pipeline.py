@@ -22,7 +22,13 @@ TINY_PARAMS = {
         "model": "tiny",
         "baseline": "mha-dense-fp32",
         "runs": {
-            name: {"attention": name.split("-")[0], "ffn": "dense", "precision": "fp32", "seed": 0}
+            name: {
+                "attention": name.split("-")[0],
+                "ffn": "dense",
+                "precision": "fp32",
+                "mtp": "none",
+                "seed": 0,
+            }
             for name in VARIANTS
         },
     },

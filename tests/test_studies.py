@@ -33,9 +33,16 @@ def test_attention_study_crosses_seeds():
         "attention": "mla",
         "ffn": "dense",
         "precision": "fp32",
+        "mtp": "none",
         "seed": 1,
     }
     assert study["baseline"] == "mha-dense-fp32"
+
+
+def test_mtp_study_names_its_runs_apart():
+    study = expanded("mtp", 1)
+    assert list(study["runs"]) == ["mla-moe-bf16-s0", "mla-moe-bf16-mtp1-s0"]
+    assert study["runs"]["mla-moe-bf16-mtp1-s0"]["mtp"] == "depth1"
 
 
 def test_deepseek_study_is_cumulative_path():

@@ -225,6 +225,8 @@ class MTPConfig:
 
     depth: int = 0
     """Number of sequential MTP modules; 0 turns multi-token prediction off."""
+    label: str = ""
+    """Run-name suffix: empty without MTP, '-mtp<depth>' with it (set by conf/mtp/)."""
     loss_weight: float = 0.3
     """Weight lambda of the MTP loss, averaged over depths and added to the main loss."""
     schedule: str = "constant"
@@ -434,7 +436,7 @@ class TrainConfig:
     """Root config of pipelines/train.py."""
 
     seed: int = 0
-    name: str = "${model.attention}-${model.ffn_label}-${precision.name}-s${seed}"
+    name: str = "${model.attention}-${model.ffn_label}-${precision.name}${mtp.label}-s${seed}"
     """Variant name: the axis values joined by '-' with the seed last."""
     run_dir: str = "runs/adhoc/${name}"
     """Output folder; the DVC pipeline passes runs/<variant> explicitly."""

@@ -30,7 +30,7 @@ from tinyseek.io import write_text
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-AXES = ("attention", "ffn", "precision")
+AXES = ("attention", "ffn", "precision", "mtp")
 
 
 def list_studies(conf_dir: Path = CONF_DIR) -> list[str]:
@@ -99,7 +99,7 @@ def render_block(ablation: dict[str, Any]) -> str:
         "# The study that `dvc repro` runs, written by `python -m tinyseek.studies "
         f"{ablation['study']}`;",
         "# edit the runs by hand or rerun that command. Stage instances, run folders and W&B",
-        "# runs are named by the keys of `runs`: <attention>-<ffn>-<precision>-s<seed>.",
+        "# runs are named by the keys of `runs`: <attention>-<ffn>-<precision>[-mtp1]-s<seed>.",
         "ablation:",
         f"  study: {ablation['study']}  # conf/experiment/<study>.yaml",
         f"  name: {ablation['name']}  # W&B group of every run",

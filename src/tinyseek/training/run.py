@@ -281,6 +281,7 @@ def axis_tags(cfg: TrainConfig) -> list[str]:
         f"attention:{cfg.model.attention}",
         f"ffn:{cfg.model.ffn}",
         f"precision:{cfg.precision.name}",
+        f"mtp:{cfg.mtp.depth}",
         f"seed:{cfg.seed}",
     ]
 
