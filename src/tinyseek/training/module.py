@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from tinyseek.config import ModelConfig, OptimConfig
 from tinyseek.model import Transformer
-from tinyseek.model.moe import load_telemetry
+from tinyseek.model.moe import MoE, load_telemetry
 from tinyseek.training.schedule import warmup_cosine
 
 
@@ -19,13 +19,23 @@ class LanguageModel(L.LightningModule):
     """Cross-entropy training with AdamW, warmup plus cosine decay and gradient clipping."""
 
     def __init__(
-        self, model_cfg: ModelConfig, optim_cfg: OptimConfig, max_steps: int, grad_clip: float
+        self,
+        model_cfg: ModelConfig,
+        optim_cfg: OptimConfig,
+        max_steps: int,
+        grad_clip: float,
+        compile: bool = False,
     ):
         super().__init__()
         self.model = Transformer(model_cfg)
         self.optim_cfg = optim_cfg
         self.max_steps = max_steps
         self.grad_clip = grad_clip
+        # Looked up once: the per-step hooks below must not walk the blocks.
+        self.moe_layers = self.model.moe_layers()
+        if compile:
+            # In place, so parameter names and checkpoints stay those of the eager model.
+            self.model.compile()
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of a batch of windows (B, T + 1)."""
@@ -37,7 +47,7 @@ class LanguageModel(L.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
-        if not self.model.moe_layers():
+        if not self.moe_layers:
             return loss
 
         aux_loss = self.model.aux_loss()
@@ -46,17 +56,19 @@ class LanguageModel(L.LightningModule):
 
     def on_train_batch_end(self, outputs, batch: torch.Tensor, batch_idx: int) -> None:
         """Move the MoE routing biases towards balance and log expert-load telemetry."""
-        moe_layers = self.model.moe_layers()
+        moe_layers = self.moe_layers
         if not moe_layers:
             return
         counts = torch.stack([moe.train_counts for moe in moe_layers])  # (layers, E)
         # The bias step uses the whole global batch, so ranks add their counts first.
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(counts)
-        for moe, layer_counts in zip(moe_layers, counts, strict=True):
-            if "aux_free" in moe.balance:
-                moe.update_bias(layer_counts, self.model.cfg.bias_update_speed)
-            moe.train_counts.zero_()
+        update_biases(moe_layers, counts, self.model.cfg.bias_update_speed)
+        torch._foreach_zero_([moe.train_counts for moe in moe_layers])
+
+        # Telemetry only on the steps the loggers write, the same steps as the callbacks.
+        if self.trainer.global_step % self.trainer.log_every_n_steps != 0:
+            return
         telemetry = load_telemetry(counts, moe_layers, self.model.cfg.n_dense_layers)
         for name, value in telemetry.items():
             self.log(f"moe/{name}", value)
@@ -87,6 +99,7 @@ class LanguageModel(L.LightningModule):
             lr=cfg.lr,
             betas=(cfg.beta1, cfg.beta2),
             eps=cfg.eps,
+            fused=fused_adamw_supported(trainable),
         )
         schedule = partial(
             warmup_cosine,
@@ -99,3 +112,28 @@ class LanguageModel(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def update_biases(moe_layers: list[MoE], counts: torch.Tensor, speed: float) -> None:
+    """Apply MoE.update_bias to every aux_free layer at once from their counts (layers, E)."""
+    balanced = [i for i, moe in enumerate(moe_layers) if "aux_free" in moe.balance]
+    if not balanced:
+        return
+    steps = speed * torch.sign(counts.mean(dim=1, keepdim=True) - counts)  # (layers, E)
+    with torch.no_grad():
+        torch._foreach_add_(
+            [moe_layers[i].gate.bias for i in balanced], [steps[i] for i in balanced]
+        )
+
+
+def fused_adamw_supported(params: list[torch.Tensor]) -> bool:
+    """True when torch has a fused AdamW kernel for these parameters' device and dtypes."""
+    # NOTE: a private helper of torch (present in 2.4 to 2.13); without it AdamW keeps foreach.
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:
+        return False
+    supported = _get_fused_kernels_supported_devices()
+    return bool(params) and all(
+        p.device.type in supported and p.is_floating_point() for p in params
+    )

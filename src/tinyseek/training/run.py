@@ -233,13 +233,22 @@ def train(
         )
         return finished
     datamodule = TokenDataModule(
-        cfg.data, cfg.seed, cfg.trainer.max_steps, cfg.trainer.limit_val_batches
+        cfg.data,
+        cfg.seed,
+        cfg.trainer.max_steps,
+        cfg.trainer.limit_val_batches,
+        # Page-locked batches let the host-to-GPU copy overlap the step.
+        pin_memory=cfg.trainer.accelerator in ("gpu", "cuda"),
     )
 
     # Model and callbacks
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = LanguageModel(
-        cfg.model, cfg.optim, cfg.trainer.max_steps, cfg.trainer.gradient_clip_val
+        cfg.model,
+        cfg.optim,
+        cfg.trainer.max_steps,
+        cfg.trainer.gradient_clip_val,
+        compile=cfg.compile,
     )
     tokens_per_step = (
         cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.devices * cfg.trainer.num_nodes
