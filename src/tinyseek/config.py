@@ -19,7 +19,8 @@ ATTENTION_TYPES = ("mha", "gqa", "mqa", "mla")
 FFN_TYPES = ("dense", "moe")
 SCORE_FUNCS = ("softmax", "sigmoid")
 BALANCE_OPTIONS = ("aux_free", "seq_aux", "aux_loss", "none")
-PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
+PRECISIONS = ("fp32", "bf16", "fp8_tensorwise", "fp8_rowwise", "fp8_blockwise")
+LIGHTNING_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
 TOKENIZER_TYPES = ("bpe", "char", "byte")
 DATA_SOURCES = ("default", "path", "hub")
 LOGGER_TYPES = ("wandb", "csv", "none")
@@ -217,13 +218,34 @@ class ModelConfig:
 
 @dataclass
 class PrecisionConfig:
-    """Numeric precision of training: a name and the Lightning precision plugin it maps to."""
+    """Numeric precision of training: a name, Lightning's precision plugin and the FP8 recipe."""
 
     name: str = "fp32"
     lightning: str = "32-true"
+    """Lightning precision for everything that is not an FP8 GEMM."""
+    tile: int = 128
+    """FP8 blockwise tile: 1 x tile for activations and gradients, tile x tile for weights."""
+    telemetry_every_n_steps: int = 25
+    """FP8 telemetry sampling interval in steps; 0 turns it off."""
 
     def __post_init__(self) -> None:
-        _check_choice("precision.name", self.name, tuple(PRECISIONS))
+        _check_choice("precision.name", self.name, PRECISIONS)
+        _check_choice("precision.lightning", self.lightning, LIGHTNING_PRECISIONS)
+        if self.tile <= 0 or self.tile % 16 != 0:
+            raise ValueError(
+                f"precision.tile={self.tile} is invalid: FP8 GEMMs need a positive multiple "
+                "of 16, such as 128 (DeepSeek-V3), 64 or 32."
+            )
+        if self.telemetry_every_n_steps < 0:
+            raise ValueError(
+                f"precision.telemetry_every_n_steps={self.telemetry_every_n_steps} is "
+                "invalid: use a positive interval, or 0 to turn telemetry off."
+            )
+
+    @property
+    def fp8_recipe(self) -> str | None:
+        """tensorwise, rowwise or blockwise for the FP8 precisions, else None."""
+        return self.name.removeprefix("fp8_") if self.name.startswith("fp8_") else None
 
 
 @dataclass
@@ -389,6 +411,13 @@ class TrainConfig:
             raise ValueError(
                 f"optim.warmup_steps={self.optim.warmup_steps} exceeds trainer.max_steps="
                 f"{self.trainer.max_steps}: lower the warmup or train longer."
+            )
+        tile = self.precision.tile
+        if self.precision.fp8_recipe == "blockwise" and self.model.dim % tile != 0:
+            raise ValueError(
+                f"precision.tile={tile} does not divide model.dim={self.model.dim}, so no "
+                "Linear on the residual stream could run blockwise FP8: set precision.tile "
+                f"to a multiple of 16 that divides {self.model.dim} (64 or 32 for narrow models)."
             )
 
 

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from tinyseek.config import TrainConfig
 from tinyseek.model import Transformer
+from tinyseek.precision import convert_to_fp8
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:
@@ -37,6 +38,9 @@ def load_model(run_dir: str | Path, cfg: TrainConfig) -> Transformer:
         ) from err
 
     model = Transformer(cfg.model)
+    if cfg.precision.fp8_recipe is not None:
+        # Evaluate the model as it was trained: the same FP8 GEMMs, same parameter names.
+        convert_to_fp8(model, cfg.precision.fp8_recipe, cfg.precision.tile)
     prefix = "model."
     state = {
         k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)

@@ -33,7 +33,7 @@ def precision_context(
     train_cfg: TrainConfig,
 ) -> tuple[contextlib.AbstractContextManager, torch.dtype]:
     """Autocast matching the training precision, and the KV-cache dtype that goes with it."""
-    if train_cfg.precision.name == "bf16":
+    if train_cfg.precision.lightning.startswith("bf16"):
         return torch.autocast("cpu", dtype=torch.bfloat16), torch.bfloat16
     return contextlib.nullcontext(), torch.float32
 
@@ -122,6 +122,8 @@ def evaluate(
     }
     if moe_metrics:
         metrics["moe"] = moe_metrics
+    if "fp8" in train_summary:
+        metrics["fp8"] = train_summary["fp8"]
     write_json(run_dir / "metrics.json", metrics)
     log.info("%s: val loss %.4f, val bpb %.4f", train_cfg.name, val_loss, metrics["val"]["bpb"])
     _log_to_wandb(cfg, train_cfg, metrics, wandb_mode, commit)

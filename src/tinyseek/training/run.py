@@ -21,6 +21,7 @@ from tinyseek.config import TokenizerConfig, TrainConfig
 from tinyseek.data.datamodule import TokenDataModule
 from tinyseek.data.shards import load_meta
 from tinyseek.io import read_json, write_json, write_text
+from tinyseek.precision import FP8Telemetry, convert_to_fp8
 from tinyseek.sizing import count_active_parameters, count_parameters, train_flops_per_token
 from tinyseek.training.callbacks import (
     HistoryWriter,
@@ -250,12 +251,18 @@ def train(
         cfg.trainer.gradient_clip_val,
         compile=cfg.compile,
     )
+    fp8 = None
+    if cfg.precision.fp8_recipe is not None:
+        plan = convert_to_fp8(module.model, cfg.precision.fp8_recipe, cfg.precision.tile)
+        fp8 = FP8Telemetry(plan, cfg.precision.tile, cfg.precision.telemetry_every_n_steps)
     tokens_per_step = (
         cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.devices * cfg.trainer.num_nodes
     )
     throughput = ThroughputMonitor(tokens_per_step, cfg.trainer.log_every_n_steps)
     history = HistoryWriter(run_dir / "history.csv", cfg.trainer.log_every_n_steps)
     callbacks = [throughput, MemoryMonitor(cfg.trainer.log_every_n_steps), history]
+    if fp8 is not None:
+        callbacks.append(fp8)
 
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     logger = build_logger(
@@ -269,6 +276,8 @@ def train(
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
 
     summary = summarise(cfg, trainer, module, throughput, wall_s, meta)
+    if fp8 is not None:
+        summary["fp8"] = fp8.summary()
     if trainer.is_global_zero:
         write_json(run_dir / "train.json", summary)
         if isinstance(logger, WandbLogger):
@@ -297,7 +306,7 @@ def summarise(
     """Collect the training numbers that the evaluate stage merges into metrics.json."""
     model = module.model
     flops_per_token = train_flops_per_token(model, cfg.model, cfg.data.seq_len)
-    dtype = torch.bfloat16 if cfg.precision.name == "bf16" else torch.float32
+    dtype = torch.bfloat16 if cfg.precision.lightning.startswith("bf16") else torch.float32
     peak_flops = measure_peak_flops(dtype, module.device)
     tokens_per_s = throughput.mean_tokens_per_s
     devices = cfg.trainer.devices * cfg.trainer.num_nodes

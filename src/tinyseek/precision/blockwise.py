@@ -1,0 +1,127 @@
+"""DeepSeek-V3's blockwise FP8 Linear: E4M3 in all three GEMMs, FP32 accumulation per K-slice.
+
+Activations and output gradients are quantised in 1 x tile tiles, weights in tile x tile
+blocks. A GEMM runs one K-slice of width tile at a time; each slice is an FP8 product with
+one scale per row of A and per column of B, so the tile and block scales are applied exactly
+where DeepSeek promotes the partial sums to FP32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tinyseek.precision.quantise import quantise_blocks, quantise_tiles
+
+
+def blockwise_mm(
+    a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor, tile: int
+) -> torch.Tensor:
+    """FP32 product of E4M3 a (M, K) and b (K, N) with per-slice scales.
+
+    a_scale (M, K // tile) holds one scale per row and K-slice, b_scale (K // tile, N) one per
+    K-slice and column. Each K-slice is a rowwise-scaled FP8 GEMM with an FP32 result.
+    """
+    # NOTE: this is the portable path (CPU and any GPU with _scaled_mm). A fused Hopper kernel
+    # that promotes partial sums inside the GEMM could replace the loop behind this signature.
+    out = None
+    for s in range(a.shape[1] // tile):
+        k = slice(s * tile, (s + 1) * tile)
+        # _scaled_mm wants B column-major.
+        b_slice = b[k].t().contiguous().t()  # (tile, N)
+        part = torch._scaled_mm(
+            a[:, k].contiguous(),
+            b_slice,
+            scale_a=a_scale[:, s : s + 1].contiguous(),  # (M, 1)
+            scale_b=b_scale[s : s + 1].contiguous(),  # (1, N)
+            out_dtype=torch.float32,
+        )
+        out = part if out is None else out + part
+    return out
+
+
+def _pad_to(x: torch.Tensor, dim: int, multiple: int) -> torch.Tensor:
+    """Zero-pad x along dim up to a multiple (zeros leave every product unchanged)."""
+    extra = -x.shape[dim] % multiple
+    if extra == 0:
+        return x
+    pad = [0, 0] * (x.dim() - 1 - dim) + [0, extra]
+    return F.pad(x, pad)
+
+
+class _BlockwiseLinearFunction(torch.autograd.Function):
+    """y = x W^T with the forward, input-gradient and weight-gradient GEMMs in FP8."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, tile: int) -> torch.Tensor:
+        out_dtype = (
+            torch.get_autocast_dtype(x.device.type)
+            if torch.is_autocast_enabled(x.device.type)
+            else x.dtype
+        )
+        n, k = weight.shape
+        x2 = x.reshape(-1, k)  # (M, K)
+
+        x_q, x_scale = quantise_tiles(x2, tile)  # (M, K), (M, K / tile)
+        w_q, w_scale = quantise_blocks(weight, tile)  # (N, K), (Nb, K / tile)
+        # Block scales as per-slice column scales of B = W^T (K, N).
+        b_scale = w_scale.t().repeat_interleave(tile, dim=1)[:, :n]  # (K / tile, N)
+        y = blockwise_mm(x_q, x_scale, w_q.t(), b_scale, tile)  # (M, N)
+
+        ctx.save_for_backward(x2, w_q, w_scale)
+        ctx.tile = tile
+        ctx.input_shape = x.shape
+        ctx.input_dtype = x.dtype
+        return y.to(out_dtype).reshape(*x.shape[:-1], n)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x2, w_q, w_scale = ctx.saved_tensors
+        tile = ctx.tile
+        n, k = w_q.shape
+        dy = grad_out.reshape(-1, n).float()  # (M, N)
+
+        # Input gradient dX = dY W: contraction over N, so dY is tiled along N.
+        dy_q, dy_scale = quantise_tiles(_pad_to(dy, 1, tile), tile)  # (M, N_pad)
+        w_rows = _pad_to(w_q.float(), 0, tile).to(w_q.dtype)  # (N_pad, K)
+        b_scale = w_scale.repeat_interleave(tile, dim=1)  # (N_pad / tile, K)
+        grad_x = blockwise_mm(dy_q, dy_scale, w_rows, b_scale, tile)  # (M, K)
+
+        # Weight gradient dW = dY^T X: contraction over tokens, so both are tiled along M.
+        dyt_q, dyt_scale = quantise_tiles(_pad_to(dy.t(), 1, tile), tile)  # (N, M_pad)
+        xt_q, xt_scale = quantise_tiles(_pad_to(x2.t(), 1, tile), tile)  # (K, M_pad)
+        grad_w = blockwise_mm(dyt_q, dyt_scale, xt_q.t(), xt_scale.t(), tile)  # (N, K)
+
+        grad_x = grad_x.to(ctx.input_dtype).reshape(ctx.input_shape)
+        return grad_x, grad_w, None
+
+
+def blockwise_linear(x: torch.Tensor, weight: torch.Tensor, tile: int = 128) -> torch.Tensor:
+    """x (..., K) times weight (N, K)^T through the blockwise FP8 recipe."""
+    return _BlockwiseLinearFunction.apply(x, weight, tile)
+
+
+class Float8BlockwiseLinear(nn.Linear):
+    """An nn.Linear whose three GEMMs run in blockwise-scaled E4M3; weights stay FP32."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, tile: int = 128):
+        super().__init__(in_features, out_features, bias=bias)
+        self.tile = tile
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, tile: int) -> Float8BlockwiseLinear:
+        """Wrap an existing Linear, sharing its parameters."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.in_features, new.out_features = linear.in_features, linear.out_features
+        new.weight, new.bias = linear.weight, linear.bias
+        new.tile = tile
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = blockwise_linear(x, self.weight, self.tile)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, tile={self.tile}"

@@ -1,0 +1,75 @@
+"""E4M3 quantisation with online max-abs scales: 1 x tile tiles and tile x tile blocks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+E4M3 = torch.float8_e4m3fn
+E4M3_MAX = 448.0
+"""Largest finite E4M3 value."""
+AMAX_FLOOR = 1e-12
+"""amax is clamped to at least this, so an all-zero tile gets a finite scale."""
+
+
+def quantise_tiles(x: torch.Tensor, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantise x (M, K) to E4M3 with one scale per 1 x tile slice of each row.
+
+    Returns the E4M3 values (M, K) and the FP32 scales (M, K // tile), scale = amax / 448,
+    so that x ~= q * scale within each tile.
+    """
+    m, k = x.shape
+    tiles = x.float().reshape(m, k // tile, tile)  # (M, S, tile)
+    scale = tiles.abs().amax(dim=-1).clamp_min(AMAX_FLOOR) / E4M3_MAX  # (M, S)
+    q = (tiles / scale.unsqueeze(-1)).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
+    return q.reshape(m, k), scale
+
+
+def quantise_blocks(w: torch.Tensor, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantise w (N, K) to E4M3 with one scale per tile x tile block.
+
+    N need not be a multiple of tile: the last row of blocks is shorter, as in DeepSeek-V3's
+    weight scales. Returns the E4M3 values (N, K) and the FP32 scales (ceil(N / tile), K // tile).
+    """
+    n, k = w.shape
+    n_blocks = -(-n // tile)
+    padded = F.pad(w.float(), (0, 0, 0, n_blocks * tile - n))  # (N_pad, K), zero rows
+    blocks = padded.reshape(n_blocks, tile, k // tile, tile)  # (Nb, tile, Kb, tile)
+    scale = blocks.abs().amax(dim=(1, 3)).clamp_min(AMAX_FLOOR) / E4M3_MAX  # (Nb, Kb)
+    q = (blocks / scale[:, None, :, None]).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
+    return q.reshape(n_blocks * tile, k)[:n], scale
+
+
+def dequantise_tiles(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Invert quantise_tiles: q (M, K) times its tile scales (M, S), in FP32."""
+    m, k = q.shape
+    tiles = q.float().reshape(m, scale.shape[1], -1) * scale.unsqueeze(-1)
+    return tiles.reshape(m, k)
+
+
+def quantisation_stats(x: torch.Tensor, scale: torch.Tensor, q: torch.Tensor) -> dict[str, float]:
+    """Overflow, underflow and amax of one quantisation of x with scale broadcast to x.
+
+    Overflow is the fraction of values beyond the E4M3 range before the clamp saturated them
+    at 448 (zero with online scaling unless a scale is stale); underflow is the fraction of
+    nonzero values that became zero.
+    """
+    x = x.float()
+    nonzero = x != 0
+    underflow = (nonzero & (q.float() == 0)).sum() / nonzero.sum().clamp_min(1)
+    overflow = ((x / scale).abs() > E4M3_MAX * (1 + 1e-6)).float().mean()
+    return {
+        "overflow": overflow.item(),
+        "underflow": underflow.item(),
+        "amax": x.abs().amax().item(),
+    }
+
+
+def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float:
+    """Signal-to-quantisation-noise ratio in dB of approximation against reference."""
+    reference = reference.double()
+    noise = (approximation.double() - reference).pow(2).sum()
+    signal = reference.pow(2).sum()
+    if noise == 0:
+        return float("inf")
+    return (10 * torch.log10(signal / noise)).item()
