@@ -1,0 +1,144 @@
+"""tinyseek against Hugging Face transformers at the same configuration: training tokens/s.
+
+Dense MHA and GQA run against LlamaForCausalLM; MLA + MoE runs against
+DeepseekV3ForCausalLM. Both sides time a forward and backward pass of the same batch,
+interleaved A B A B, and the ratio is the median of the per-round ratios.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from transformers import DeepseekV3Config, DeepseekV3ForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from benchmarks.common import interleave, median_ratio, model_config, random_batch, summarise_times
+from tinyseek.config import ModelConfig
+from tinyseek.sizing import count_parameters
+from tinyseek.training.module import LanguageModel
+
+log = logging.getLogger(__name__)
+
+PAIRS = (("mha", "dense"), ("gqa", "dense"), ("mla", "moe"))
+
+
+def hf_config(cfg: ModelConfig) -> LlamaConfig | DeepseekV3Config:
+    """Map a tinyseek model config onto the transformers config of the same architecture.
+
+    TODO: switch to tinyseek.export.hf_config once that module exists.
+    """
+    rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    common = {
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": cfg.inter_dim,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "initializer_range": cfg.init_std,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "rope_parameters": rope,
+        "use_cache": False,
+    }
+    if cfg.attention in ("mha", "gqa", "mqa") and cfg.ffn == "dense":
+        return LlamaConfig(
+            **common, num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.resolved_head_dim
+        )
+    if cfg.attention == "mla":
+        moe = cfg.ffn == "moe"
+        return DeepseekV3Config(
+            **common,
+            num_key_value_heads=cfg.n_heads,
+            q_lora_rank=cfg.q_lora_rank or None,
+            kv_lora_rank=cfg.kv_lora_rank,
+            qk_nope_head_dim=cfg.qk_nope_head_dim,
+            qk_rope_head_dim=cfg.qk_rope_head_dim,
+            v_head_dim=cfg.v_head_dim,
+            # tinyseek's rotary embedding rotates consecutive channel pairs.
+            rope_interleave=True,
+            n_routed_experts=cfg.n_routed_experts,
+            n_shared_experts=cfg.n_shared_experts,
+            num_experts_per_tok=cfg.n_activated_experts,
+            moe_intermediate_size=cfg.moe_inter_dim,
+            routed_scaling_factor=cfg.route_scale,
+            n_group=cfg.n_expert_groups,
+            topk_group=cfg.n_limited_groups,
+            norm_topk_prob=cfg.score_func == "sigmoid",
+            first_k_dense_replace=cfg.n_dense_layers if moe else cfg.n_layers,
+            num_mtp_layers=0,
+        )
+    raise ValueError(
+        f"no transformers peer for attention={cfg.attention} with ffn={cfg.ffn}: "
+        "compare mha/gqa/mqa with ffn=dense, or mla."
+    )
+
+
+def tinyseek_step(cfg: ModelConfig, batch: torch.Tensor) -> tuple[Callable[[], None], int]:
+    """A forward and backward step of tinyseek's LanguageModel; returns it and its params."""
+    torch.manual_seed(0)
+    module = LanguageModel(cfg, optim_cfg=None, max_steps=1, grad_clip=0.0)
+    module.train()
+    moe = bool(module.moe_layers)
+
+    def step() -> None:
+        module.zero_grad(set_to_none=True)
+        loss = module.loss(batch)
+        if moe:
+            loss = loss + module.model.aux_loss()
+        loss.backward()
+
+    return step, count_parameters(module.model)
+
+
+def hf_step(cfg: ModelConfig, batch: torch.Tensor) -> tuple[Callable[[], None], int, str]:
+    """The same step for the transformers model; returns it, its params and the classes used."""
+    torch.manual_seed(0)
+    config = hf_config(cfg)
+    model_class = LlamaForCausalLM if isinstance(config, LlamaConfig) else DeepseekV3ForCausalLM
+    model = model_class(config)
+    model.train()
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        logits = model(input_ids=inputs).logits  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        loss.backward()
+
+    implementation = (
+        f"{model_class.__name__} (attention {config._attn_implementation}, "
+        f"experts {getattr(config, '_experts_implementation', None) or 'n/a'})"
+    )
+    return step, count_parameters(model), implementation
+
+
+def run(size: str, batch_size: int, seq_len: int, rounds: int, steps: int) -> list[dict]:
+    """Compare each pair in PAIRS at one model size; one result row per pair."""
+    batch = random_batch(batch_size, seq_len)
+    tokens = batch_size * seq_len
+    rows = []
+    for attention, ffn in PAIRS:
+        cfg = model_config(size, attention, ffn)
+        ours, our_params = tinyseek_step(cfg, batch)
+        theirs, their_params, implementation = hf_step(cfg, batch)
+        log.info("peers %s %s-%s: %d rounds of %d steps", size, attention, ffn, rounds, steps)
+        times = interleave({"tinyseek": ours, "hf": theirs}, rounds=rounds, steps=steps)
+        rows.append(
+            {
+                "size": size,
+                "variant": f"{attention}-{ffn}",
+                "peer": implementation,
+                "params_tinyseek": our_params,
+                "params_hf": their_params,
+                "batch_size": batch_size,
+                "seq_len": seq_len,
+                "tinyseek": summarise_times(times["tinyseek"], tokens),
+                "hf": summarise_times(times["hf"], tokens),
+                # Ratio of tokens/s, tinyseek over transformers: HF's step time over ours.
+                "speedup": median_ratio(times["hf"], times["tinyseek"]),
+            }
+        )
+    return rows
