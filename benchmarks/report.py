@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+MIB = 2**20
+
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -31,7 +33,7 @@ def _train(section: dict[str, Any]) -> str:
                 f"{r['tokens_per_s']:.0f}",
                 f"{r['step_s_median'] * 1e3:.1f}",
                 f"{r['mfu']:.1%}",
-                f"{r['peak_rss_bytes'] / 2**20:.0f} ({r['peak_rss_above_start_bytes'] / 2**20:.0f})",
+                f"{r['peak_rss_bytes'] / MIB:.0f} ({r['peak_rss_above_start_bytes'] / MIB:.0f})",
             ]
         )
     return f"Matmul peak measured in this run: {peaks}.\n\n" + _table(header, rows)
