@@ -54,8 +54,12 @@ class LanguageModel(L.LightningModule):
         self.log("train/aux_loss", aux_loss)
         return loss + aux_loss
 
-    def on_train_batch_end(self, outputs, batch: torch.Tensor, batch_idx: int) -> None:
-        """Move the MoE routing biases towards balance and log expert-load telemetry."""
+    def balance_experts(self) -> None:
+        """Move the MoE routing biases towards balance and log expert-load telemetry.
+
+        Runs after the backward pass: the counts are complete, and the bias has no gradient,
+        so updating it before or after the optimizer step trains the same model.
+        """
         moe_layers = self.moe_layers
         if not moe_layers:
             return
@@ -66,8 +70,9 @@ class LanguageModel(L.LightningModule):
         update_biases(moe_layers, counts, self.model.cfg.bias_update_speed)
         torch._foreach_zero_([moe.train_counts for moe in moe_layers])
 
-        # Telemetry only on the steps the loggers write, the same steps as the callbacks.
-        if self.trainer.global_step % self.trainer.log_every_n_steps != 0:
+        # Telemetry only on the steps the loggers and the history callback write; the
+        # optimizer step that follows makes this step number global_step + 1.
+        if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps != 0:
             return
         telemetry = load_telemetry(counts, moe_layers, self.model.cfg.n_dense_layers)
         for name, value in telemetry.items():
@@ -83,6 +88,7 @@ class LanguageModel(L.LightningModule):
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
         self.log("train/grad_norm", grad_norm)
         self.log("train/lr", optimizer.param_groups[0]["lr"])
+        self.balance_experts()
 
     def configure_optimizers(self):
         cfg = self.optim_cfg
