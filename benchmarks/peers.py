@@ -108,10 +108,10 @@ def hf_step(cfg: ModelConfig, batch: torch.Tensor) -> tuple[Callable[[], None], 
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         loss.backward()
 
-    implementation = (
-        f"{model_class.__name__} (attention {config._attn_implementation}, "
-        f"experts {getattr(config, '_experts_implementation', None) or 'n/a'})"
-    )
+    implementation = f"{model_class.__name__} (attention {config._attn_implementation}"
+    if model_class is DeepseekV3ForCausalLM:
+        implementation += f", experts {config._experts_implementation}"
+    implementation += ")"
     return step, count_parameters(model), implementation
 
 

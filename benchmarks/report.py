@@ -97,12 +97,28 @@ def _fp8(section: dict[str, Any]) -> str:
     return _table(header, [[str(r.get(key, "")) for key in header] for r in rows])
 
 
+def _compile(section: dict[str, Any]) -> str:
+    header = ["variant", "compile s", "eager tok/s", "compiled tok/s", "compiled/eager"]
+    rows = [
+        [
+            r["variant"],
+            f"{r['compile_s']:.0f}",
+            f"{r['eager']['tokens_per_s']:.0f}",
+            f"{r['compiled']['tokens_per_s']:.0f}",
+            f"{r['compiled_speedup']:.2f}x",
+        ]
+        for r in section["rows"]
+    ]
+    return _table(header, rows)
+
+
 RENDERERS = {
     "train": ("Training throughput, MFU and memory", _train),
     "decode": ("MLA decoding: naive against absorbed", _decode),
     "peers": ("Forward + backward against Hugging Face transformers", _peers),
     "loop": ("Lightning step against a bare PyTorch loop", _loop),
     "fp8": ("FP8", _fp8),
+    "compile": ("compile=true against eager", _compile),
 }
 
 

@@ -3,6 +3,7 @@
 python -m benchmarks.run                                   # everything, about 15 minutes
 python -m benchmarks.run --sections peers,loop --rounds 7  # a subset, more rounds
 python -m benchmarks.run --sizes tiny --precisions fp32,bf16,fp8_blockwise
+python -m benchmarks.run --sections compile                # eager against torch.compile
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import loop, mla_decode, peers, train_variants
+from benchmarks import compiled, loop, mla_decode, peers, train_variants
 from benchmarks.common import environment
 from benchmarks.report import render_markdown
 from tinyseek.io import write_json, write_text
@@ -23,7 +24,9 @@ from tinyseek.training.flops import measure_peak_flops
 
 log = logging.getLogger("benchmarks")
 
-SECTIONS = ("train", "decode", "peers", "loop", "fp8")
+SECTIONS = ("train", "decode", "peers", "loop", "fp8", "compile")
+DEFAULT_SECTIONS = ("train", "decode", "peers", "loop", "fp8")
+"""compile is opt-in: compiling takes minutes on a busy CPU."""
 ATTENTIONS = ("mha", "gqa", "mqa", "mla")
 FFNS = ("dense", "moe")
 
@@ -85,12 +88,19 @@ def run_section(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if name == "loop":
         variants = [("mha", "dense"), ("mla", "moe")]
         return {"rows": loop.run(variants, rounds=args.rounds, steps=4 * args.steps)}
+    if name == "compile":
+        variants = [("mha", "dense"), ("mla", "moe")]
+        return {"rows": compiled.run(variants, rounds=args.rounds, steps=args.steps)}
     return run_fp8(args)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run tinyseek's speed and memory benchmarks.")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
+    parser.add_argument(
+        "--sections",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"comma-separated subset of {', '.join(SECTIONS)}",
+    )
     parser.add_argument("--sizes", default="tiny,small", help="model presets (conf/model)")
     parser.add_argument("--precisions", default="fp32,bf16", help="precision presets")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds, at least 5")
