@@ -134,7 +134,7 @@ def update_biases(moe_layers: list[MoE], counts: torch.Tensor, speed: float) -> 
 
 def fused_adamw_supported(params: list[torch.Tensor]) -> bool:
     """True when torch has a fused AdamW kernel for these parameters' device and dtypes."""
-    # NOTE: a private helper of torch (present in 2.4 to 2.13); without it AdamW keeps foreach.
+    # NOTE: a private torch helper (checked with torch 2.13). Without it AdamW keeps foreach.
     try:
         from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
     except ImportError:
