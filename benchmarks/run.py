@@ -20,7 +20,6 @@ from benchmarks import compiled, loop, mla_decode, peers, train_variants
 from benchmarks.common import environment
 from benchmarks.report import render_markdown
 from tinyseek.io import write_json, write_text
-from tinyseek.training.flops import measure_peak_flops
 
 log = logging.getLogger("benchmarks")
 
@@ -32,25 +31,19 @@ FFNS = ("dense", "moe")
 
 
 def run_train(args: argparse.Namespace) -> dict[str, Any]:
-    """Every attention x FFN x precision variant at each size, one forked process each."""
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    peaks = {name: measure_peak_flops(dtype, torch.device("cpu")) for name, dtype in dtypes.items()}
+    """Measure every attention x FFN x precision variant at each size, one forked process each."""
     rows = []
     for size in args.sizes:
         for precision in args.precisions:
             for attention in ATTENTIONS:
                 for ffn in FFNS:
                     log.info("train %s %s-%s-%s", size, attention, ffn, precision)
-                    row = train_variants.run_in_subprocess(
-                        size, attention, ffn, precision, args.steps
+                    rows.append(
+                        train_variants.run_in_subprocess(
+                            size, attention, ffn, precision, args.steps
+                        )
                     )
-                    if "error" not in row:
-                        # FP8 recipes run their other operations under BF16 autocast.
-                        peak = peaks["fp32" if precision == "fp32" else "bf16"]
-                        row["peak_flops_measured"] = peak
-                        row["mfu"] = row["tokens_per_s"] * row["flops_per_token"] / peak
-                    rows.append(row)
-    return {"peak_flops_measured": peaks, "rows": rows}
+    return {"rows": rows}
 
 
 def run_fp8(args: argparse.Namespace) -> dict[str, Any]:

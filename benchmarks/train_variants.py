@@ -17,6 +17,7 @@ import torch
 from benchmarks.common import random_batch, summarise_times, time_steps, train_config
 from tinyseek.precision import convert_to_fp8
 from tinyseek.sizing import count_active_parameters, train_flops_per_token
+from tinyseek.training.flops import measure_peak_flops
 from tinyseek.training.module import LanguageModel, update_biases
 
 
@@ -66,6 +67,12 @@ def measure(size: str, attention: str, ffn: str, precision: str, steps: int) -> 
     tokens = cfg.data.batch_size * cfg.data.seq_len
     seconds = [time_steps(step, steps=steps, warmup=2 if i == 0 else 0) for i in range(3)]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # The matmul peak is measured right after the steps, under the same machine load.
+    # FP8 recipes run their other operations under BF16 autocast.
+    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    peak_flops = measure_peak_flops(dtype, torch.device("cpu"), seconds=0.3)
+    flops_per_token = train_flops_per_token(module.model, cfg.model, cfg.data.seq_len)
+    times = summarise_times(seconds, tokens)
     return {
         "size": size,
         "attention": attention,
@@ -74,8 +81,10 @@ def measure(size: str, attention: str, ffn: str, precision: str, steps: int) -> 
         "batch_size": cfg.data.batch_size,
         "seq_len": cfg.data.seq_len,
         "params_active": count_active_parameters(module.model),
-        "flops_per_token": train_flops_per_token(module.model, cfg.model, cfg.data.seq_len),
-        **summarise_times(seconds, tokens),
+        "flops_per_token": flops_per_token,
+        **times,
+        "peak_flops_measured": peak_flops,
+        "mfu": times["tokens_per_s"] * flops_per_token / peak_flops,
         "peak_rss_bytes": peak,
         "peak_rss_above_start_bytes": peak - rss_before,
     }
