@@ -44,14 +44,26 @@ class LanguageModel(L.LightningModule):
         # The softmax runs in float32 even under bf16 autocast, for an accurate loss.
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
+    def logging_step(self) -> bool:
+        """True on the steps whose metrics the loggers and the history write, and the last one.
+
+        Logging costs Python time on every call, so the other steps log nothing. The step
+        in progress is global_step + 1 until the optimizer step completes.
+        """
+        step = self.trainer.global_step + 1
+        return step % self.trainer.log_every_n_steps == 0 or step >= self.trainer.max_steps
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True)
+        logging = self.logging_step()
+        if logging:
+            self.log("train/loss", loss, prog_bar=True)
         if not self.moe_layers:
             return loss
 
         aux_loss = self.model.aux_loss()
-        self.log("train/aux_loss", aux_loss)
+        if logging:
+            self.log("train/aux_loss", aux_loss)
         return loss + aux_loss
 
     def balance_experts(self) -> None:
@@ -70,9 +82,7 @@ class LanguageModel(L.LightningModule):
         update_biases(moe_layers, counts, self.model.cfg.bias_update_speed)
         torch._foreach_zero_([moe.train_counts for moe in moe_layers])
 
-        # Telemetry only on the steps the loggers and the history callback write; the
-        # optimizer step that follows makes this step number global_step + 1.
-        if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps != 0:
+        if not self.logging_step():
             return
         telemetry = load_telemetry(counts, moe_layers, self.model.cfg.n_dense_layers)
         for name, value in telemetry.items():
@@ -86,8 +96,9 @@ class LanguageModel(L.LightningModule):
         # infinite threshold only measures it.
         max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
-        self.log("train/grad_norm", grad_norm)
-        self.log("train/lr", optimizer.param_groups[0]["lr"])
+        if self.logging_step():
+            self.log("train/grad_norm", grad_norm)
+            self.log("train/lr", optimizer.param_groups[0]["lr"])
         self.balance_experts()
 
     def configure_optimizers(self):
