@@ -6,6 +6,8 @@ python pipelines/train.py -m attention=mha,gqa,mqa seed=0,1,2
 python pipelines/train.py --cfg job        # print the resolved config
 """
 
+import warnings
+
 import hydra
 from omegaconf import DictConfig
 
@@ -15,6 +17,9 @@ from tinyseek.tracking import finish_wandb_run, git_commit
 from tinyseek.training.run import train
 
 register_configs()
+# conf/hydra/launcher presets are checked against the plugins' schemas of the same name, on
+# purpose; Hydra 1.3 still does that but warns that it is deprecated.
+warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -14,15 +14,17 @@ import yaml
 
 from tests.conftest import REPO
 
+VARIANTS = ["mha-dense-fp32-s0", "gqa-dense-fp32-s0", "mla-dense-fp32-s0"]
 TINY_PARAMS = {
     "ablation": {
+        "study": "attention",
         "name": "pipeline_test",
         "model": "tiny",
-        "attention": ["mha", "gqa", "mla"],
-        "ffn": ["dense"],
-        "precision": ["fp32"],
-        "seeds": [0],
-        "baseline": "mha-dense-fp32-s0",
+        "baseline": "mha-dense-fp32",
+        "runs": {
+            name: {"attention": name.split("-")[0], "ffn": "dense", "precision": "fp32", "seed": 0}
+            for name in VARIANTS
+        },
     },
     "data": {"corpus": "tinyshakespeare", "tokenizer": "bpe"},
     "train": {
@@ -35,7 +37,6 @@ TINY_PARAMS = {
     },
     "eval": {"batch_size": 32, "decode_tokens": 8},
 }
-VARIANTS = ["mha-dense-fp32-s0", "gqa-dense-fp32-s0", "mla-dense-fp32-s0"]
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -107,13 +108,13 @@ def test_report_numbers_equal_metrics(pipeline_repo):
     repo, _, _, _ = pipeline_repo
     summary = json.loads((repo / "reports" / "summary.json").read_text())
     markdown = (repo / "reports" / "ablation.md").read_text()
-    assert [row["variant"] for row in summary["rows"]] == VARIANTS
+    assert [row["runs"] for row in summary["rows"]] == [[name] for name in VARIANTS]
     for row in summary["rows"]:
-        metrics = json.loads((repo / "runs" / row["variant"] / "metrics.json").read_text())
-        assert row["val_loss"] == metrics["val"]["loss"]
-        assert row["val_bpb"] == metrics["val"]["bpb"]
-        assert row["kv_bytes_per_token"] == metrics["kv_cache"]["bytes_per_token"]
-        assert row["tokens_per_s"] == metrics["throughput"]["tokens_per_s"]
+        metrics = json.loads((repo / "runs" / row["runs"][0] / "metrics.json").read_text())
+        assert row["stats"]["val_loss"]["mean"] == metrics["val"]["loss"]
+        assert row["stats"]["val_bpb"]["mean"] == metrics["val"]["bpb"]
+        assert row["stats"]["kv_bytes_per_token"]["mean"] == metrics["kv_cache"]["bytes_per_token"]
+        assert row["stats"]["tokens_per_s"]["mean"] == metrics["throughput"]["tokens_per_s"]
         assert f"{metrics['val']['bpb']:.4f}" in markdown
     mha, gqa, mla = summary["rows"]
     assert mha["kv_reduction"] == 1.0
@@ -121,13 +122,22 @@ def test_report_numbers_equal_metrics(pipeline_repo):
     assert gqa["kv_reduction"] == 2.0
     # MLA: 2 * n_heads * head_dim / (kv_lora_rank + qk_rope_head_dim) = 2 * 4 * 16 / (64 + 8).
     assert mla["kv_reduction"] == pytest.approx(128 / 72)
-    assert "| mla-dense-fp32-s0 |" in markdown
+    assert "| mla-dense-fp32 | 1 |" in markdown
     assert "1.78×" in markdown
+    assert "untested (one seed)" in markdown
+
+
+def test_report_lists_lock_hashes(pipeline_repo):
+    repo, _, _, _ = pipeline_repo
+    summary = json.loads((repo / "reports" / "summary.json").read_text())
+    outs = summary["provenance"]["dvc_lock_outs"]
+    assert set(outs) == {"prepare"} | {f"{s}@{v}" for v in VARIANTS for s in ("train", "evaluate")}
+    assert len(outs["train@mla-dense-fp32-s0"]["runs/mla-dense-fp32-s0/checkpoints"]) > 0
 
 
 def test_second_repro_runs_nothing(pipeline_repo):
     repo, env, dvc, first = pipeline_repo
-    assert "Running stage 'train@mha-dense-fp32-0'" in first
+    assert "Running stage 'train@mha-dense-fp32-s0'" in first
     status = run([*dvc, "status"], repo, env)
     assert "up to date" in status
     second = run([*dvc, "repro"], repo, env)
@@ -139,13 +149,13 @@ def test_config_edit_reruns_only_its_stages(pipeline_repo):
     gqa_config = repo / "conf" / "attention" / "gqa.yaml"
     gqa_config.write_text(gqa_config.read_text() + "# edited\n")
     status = run([*dvc, "status"], repo, env)
-    assert "train@gqa-dense-fp32-0" in status
-    assert "train@mha-dense-fp32-0" not in status
+    assert "train@gqa-dense-fp32-s0" in status
+    assert "train@mha-dense-fp32-s0" not in status
 
     rerun = run([*dvc, "repro"], repo, env)
-    assert "Running stage 'train@gqa-dense-fp32-0'" in rerun
-    assert "Running stage 'train@mla-dense-fp32-0'" not in rerun
-    assert "Running stage 'evaluate@gqa-dense-fp32-0'" in rerun
+    assert "Running stage 'train@gqa-dense-fp32-s0'" in rerun
+    assert "Running stage 'train@mla-dense-fp32-s0'" not in rerun
+    assert "Running stage 'evaluate@gqa-dense-fp32-s0'" in rerun
     assert "Running stage 'report'" in rerun
-    assert "Running stage 'train@mha-dense-fp32-0'" not in rerun
+    assert "Running stage 'train@mha-dense-fp32-s0'" not in rerun
     assert "Running stage 'prepare'" not in rerun

@@ -24,6 +24,7 @@ LIGHTNING_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
 TOKENIZER_TYPES = ("bpe", "char", "byte")
 DATA_SOURCES = ("default", "path", "hub")
 LOGGER_TYPES = ("wandb", "csv", "none")
+MTP_SCHEDULES = ("constant", "step")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
@@ -99,6 +100,8 @@ class ModelConfig:
     """MoE aux_loss: weight of DeepSeek-V2's expert-level balance loss."""
     ffn: str = "dense"
     """Feed-forward type (set by the ffn group)."""
+    ffn_label: str = "${.ffn}"
+    """Feed-forward axis value in variant names: the ffn group option, such as moe_aux_loss."""
 
     def __post_init__(self) -> None:
         _check_choice("model.attention", self.attention, ATTENTION_TYPES)
@@ -214,6 +217,38 @@ class ModelConfig:
     @property
     def resolved_head_dim(self) -> int:
         return self.head_dim if self.head_dim is not None else self.dim // self.n_heads
+
+
+@dataclass
+class MTPConfig:
+    """Multi-token prediction: extra modules that predict tokens further ahead (DeepSeek-V3)."""
+
+    depth: int = 0
+    """Number of sequential MTP modules; 0 turns multi-token prediction off."""
+    loss_weight: float = 0.3
+    """Weight lambda of the MTP loss, averaged over depths and added to the main loss."""
+    schedule: str = "constant"
+    """constant keeps loss_weight; step switches to final_loss_weight at switch_fraction."""
+    final_loss_weight: float = 0.1
+    """Weight after the switch of the step schedule (DeepSeek-V3 goes from 0.3 to 0.1)."""
+    switch_fraction: float = 0.68
+    """Fraction of trainer.max_steps after which the step schedule uses final_loss_weight."""
+
+    def __post_init__(self) -> None:
+        if self.depth < 0:
+            raise ValueError(f"mtp.depth={self.depth} is negative: use 0 (off) or more.")
+        _check_choice("mtp.schedule", self.schedule, MTP_SCHEDULES)
+        for key in ("loss_weight", "final_loss_weight"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"mtp.{key}={getattr(self, key)} is negative: use 0 or more.")
+        if not 0.0 <= self.switch_fraction <= 1.0:
+            raise ValueError(f"mtp.switch_fraction={self.switch_fraction} must lie in [0, 1].")
+
+    def weight_at(self, step: int, max_steps: int) -> float:
+        """Return the MTP loss weight for an optimiser step."""
+        if self.schedule == "step" and step >= self.switch_fraction * max_steps:
+            return self.final_loss_weight
+        return self.loss_weight
 
 
 @dataclass
@@ -362,6 +397,31 @@ class OptimConfig:
 
 
 @dataclass
+class GuardConfig:
+    """Numerical guard: what a NaN/Inf loss or gradient or a loss spike does to a run."""
+
+    enabled: bool = True
+    skip_nonfinite: bool = False
+    """Skip steps with a NaN/Inf loss or gradient (and count them) instead of stopping."""
+    max_skipped_steps: int = 10
+    """With skip_nonfinite, stop once more than this many steps were skipped."""
+    spike_factor: float = 4.0
+    """Stop when the loss exceeds this many times its recent mean; 0 disables the check."""
+    spike_window: int = 20
+    """Steps in the recent mean; the spike check starts once the window is full."""
+
+    def __post_init__(self) -> None:
+        if self.spike_factor != 0 and self.spike_factor <= 1:
+            raise ValueError(
+                f"guard.spike_factor={self.spike_factor} is invalid: use a factor above 1, "
+                "or 0 to disable the spike check."
+            )
+        _check_positive("guard.spike_window", self.spike_window)
+        if self.max_skipped_steps < 0:
+            raise ValueError(f"guard.max_skipped_steps={self.max_skipped_steps} is negative.")
+
+
+@dataclass
 class LoggerConfig:
     """Experiment tracker: wandb (offline unless an account is configured), csv or none."""
 
@@ -381,7 +441,7 @@ class TrainConfig:
     """Root config of pipelines/train.py."""
 
     seed: int = 0
-    name: str = "${model.attention}-${model.ffn}-${precision.name}-s${seed}"
+    name: str = "${model.attention}-${model.ffn_label}-${precision.name}-s${seed}"
     """Variant name: the axis values joined by '-' with the seed last."""
     run_dir: str = "runs/adhoc/${name}"
     """Output folder; the DVC pipeline passes runs/<variant> explicitly."""
@@ -389,6 +449,11 @@ class TrainConfig:
     """Ablation this run belongs to: the W&B group."""
     resume: bool = True
     """Continue from run_dir/checkpoints/last.ckpt when it exists."""
+    restart_on_change: bool = False
+    """Train from scratch, instead of stopping, when run_dir's checkpoint comes from another
+    configuration or other tinyseek code; the DVC pipeline sets it."""
+    init_from: str | None = None
+    """A local Llama or DeepseekV3 transformers checkpoint folder to start training from."""
     compile: bool = False
     """Compile the model with torch.compile (needs a C++ compiler on CPU)."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -398,6 +463,8 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    mtp: MTPConfig = field(default_factory=MTPConfig)
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -411,6 +478,11 @@ class TrainConfig:
             raise ValueError(
                 f"optim.warmup_steps={self.optim.warmup_steps} exceeds trainer.max_steps="
                 f"{self.trainer.max_steps}: lower the warmup or train longer."
+            )
+        if self.mtp.depth >= self.data.seq_len:
+            raise ValueError(
+                f"mtp.depth={self.mtp.depth} leaves no positions in windows of data.seq_len="
+                f"{self.data.seq_len}: use a depth below the window length."
             )
         tile = self.precision.tile
         if self.precision.fp8_recipe == "blockwise" and self.model.dim % tile != 0:
@@ -477,11 +549,75 @@ class ReportConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
+# Dense BF16 tensor-core peaks in FLOP/s from the vendors' datasheets (SXM parts, no sparsity).
+# The H800 has the H100 SXM's compute; only its interconnect is cut down.
+GPU_PEAK_BF16_FLOPS = {
+    "H100": 989e12,
+    "H800": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "A800": 312e12,
+}
+
+
+@dataclass
+class CostConfig:
+    """Training-cost projection of `python -m tinyseek.sizing`; unset values skip that part."""
+
+    tokens: float | None = None
+    """Training tokens to project, for example 14.8e12."""
+    seq_len: int | None = None
+    """Context length of the attention term; None takes model.max_seq_len."""
+    gpu: str = "H800"
+    """GPU whose dense BF16 peak is the MFU denominator: one of GPU_PEAK_BF16_FLOPS."""
+    peak_flops: float | None = None
+    """Per-GPU peak in FLOP/s; None takes the named GPU's BF16 dense peak."""
+    mfu: float | None = None
+    """Model FLOPs utilisation of the projection, in (0, 1]; None infers it from gpu_hours."""
+    gpu_hours: float | None = None
+    """A published GPU-hour figure for `tokens`, from which the implied MFU is computed."""
+    price_per_hour: float = 2.0
+    """Dollars per GPU-hour."""
+    tokens_per_s: float | None = None
+    """Measured training throughput of one run, for its device-hours (for example
+    metrics.json's throughput.tokens_per_s)."""
+    devices: int = 1
+    """Devices that shared tokens_per_s."""
+
+    def __post_init__(self) -> None:
+        _check_choice("cost.gpu", self.gpu, tuple(GPU_PEAK_BF16_FLOPS))
+        for key in ("tokens", "seq_len", "peak_flops", "gpu_hours", "tokens_per_s"):
+            if getattr(self, key) is not None:
+                _check_positive(f"cost.{key}", getattr(self, key))
+        _check_positive("cost.devices", self.devices)
+        if self.price_per_hour < 0:
+            raise ValueError(f"cost.price_per_hour={self.price_per_hour} is negative.")
+        if self.mfu is not None and not 0.0 < self.mfu <= 1.0:
+            raise ValueError(f"cost.mfu={self.mfu} must lie in (0, 1], for example 0.4.")
+        if (self.mfu is not None or self.gpu_hours is not None) and self.tokens is None:
+            raise ValueError("cost.mfu and cost.gpu_hours need cost.tokens, the token budget.")
+
+    @property
+    def peak(self) -> float:
+        return self.peak_flops if self.peak_flops is not None else GPU_PEAK_BF16_FLOPS[self.gpu]
+
+
+@dataclass
+class ExportConfig:
+    """Root config of `python -m tinyseek.export`."""
+
+    run_dir: str = "???"
+    """Trained run folder whose checkpoints/last.ckpt is exported."""
+    out: str = "${run_dir}/hf"
+    """Folder that receives config.json, model.safetensors and the tokenizer files."""
+
+
 @dataclass
 class SizingConfig:
     """Root config of `python -m tinyseek.sizing`."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
 
 def register_configs() -> None:
@@ -492,6 +628,7 @@ def register_configs() -> None:
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(name="report_schema", node=ReportConfig)
     store.store(name="sizing_schema", node=SizingConfig)
+    store.store(name="export_schema", node=ExportConfig)
 
 
 def to_object(cfg: DictConfig) -> Any:

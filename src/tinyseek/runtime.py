@@ -14,6 +14,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from tinyseek.config import LoggerConfig
 from tinyseek.tracking import resolve_wandb_mode
+from tinyseek.training.guard import TrainingFault
 
 log = logging.getLogger("tinyseek")
 
@@ -22,12 +23,29 @@ def setup_process() -> None:
     """Settings every entry point needs before any work starts."""
     # Tokenizers' thread pool must not be inherited by forked DataLoader or DDP workers.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Offline W&B runs must outlive the temporary workspace of a queued DVC experiment.
+    root = wandb_dir_outside_dvc_workspace(Path.cwd())
+    if not os.environ.get("WANDB_DIR") and root != Path.cwd():
+        os.environ["WANDB_DIR"] = str(root)
 
 
 def wandb_settings(cfg: LoggerConfig) -> tuple[str, str]:
     """Return the W&B mode and the parent folder of wandb/ (WANDB_DIR or the working dir)."""
     mode = resolve_wandb_mode(cfg, os.environ, Path.home() / ".netrc")
     return mode, os.environ.get("WANDB_DIR", ".")
+
+
+def wandb_dir_outside_dvc_workspace(cwd: Path) -> Path:
+    """Return the repository root when cwd is a DVC experiment's temporary workspace.
+
+    `dvc exp run --queue` and `--temp` run in <repo>/.dvc/tmp/exps/<tmp>/ and delete it
+    afterwards, which would take offline W&B runs with it.
+    """
+    parts = cwd.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return cwd
 
 
 def data_dir() -> str | None:
@@ -47,7 +65,8 @@ def exit_on_invalid_input(main: Callable[..., Any]) -> Callable[..., Any]:
     """Turn invalid-input errors into one logged message and exit status 2.
 
     These are ValueError, FileNotFoundError and Lightning's MisconfigurationException (for
-    example trainer=gpu on a machine without one).
+    example trainer=gpu on a machine without one). A TrainingFault (NaN, loss spike, failed
+    checkpoint write) is logged the same way and exits with status 3.
     """
 
     @functools.wraps(main)
@@ -57,5 +76,8 @@ def exit_on_invalid_input(main: Callable[..., Any]) -> Callable[..., Any]:
         except (ValueError, FileNotFoundError, MisconfigurationException) as err:
             log.error("%s", err)
             sys.exit(2)
+        except TrainingFault as err:
+            log.error("%s", err)
+            sys.exit(3)
 
     return wrapper

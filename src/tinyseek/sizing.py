@@ -1,12 +1,13 @@
-"""Analytic sizes: parameters, KV-cache elements and bytes per token, training FLOPs per token."""
+"""Analytic sizes and costs: parameters, KV cache per token, training FLOPs, GPU-hours, MFU."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from tinyseek.config import ModelConfig
+from tinyseek.config import CostConfig, ModelConfig
 
 
 def element_size(dtype: torch.dtype) -> int:
@@ -138,8 +139,116 @@ def kv_cache_report(cfg: ModelConfig) -> list[str]:
     return lines
 
 
+SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass
+class FlopsPerToken:
+    """Training FLOPs per token, split by counting rule."""
+
+    matmul_params: int
+    """Activated parameters that enter a matmul: all activated ones less the input embedding."""
+    matmul: float
+    """6 * matmul_params: forward (2) and backward (4) FLOPs per weight."""
+    attention: float
+    """Causal attention scores and mixing, forward and backward, at the context length."""
+
+    @property
+    def total(self) -> float:
+        return self.matmul + self.attention
+
+
+def cost_flops_per_token(cfg: ModelConfig, seq_len: int) -> FlopsPerToken:
+    """Training FLOPs per token of a config: 6 * N_active plus causal attention.
+
+    The attention term is 3 * n_layers * n_heads * (qk width + v width) * seq_len: QK^T and AV
+    cost 2 * width FLOPs per query and key in the forward pass and twice that backward, and a
+    causal query sees seq_len / 2 keys on average. Parameters are built on the meta device.
+    """
+    from tinyseek.model import Transformer
+
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    matmul_params = count_active_parameters(model)
+    if not cfg.tie_embeddings:
+        matmul_params -= model.embed.weight.numel()
+    if cfg.attention == "mla":
+        head_widths = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim + cfg.v_head_dim
+    else:
+        head_widths = 2 * cfg.resolved_head_dim
+    attention = 3.0 * cfg.n_layers * cfg.n_heads * head_widths * seq_len
+    return FlopsPerToken(matmul_params, 6.0 * matmul_params, attention)
+
+
+def gpu_hours_for(tokens: float, flops_per_token: float, peak_flops: float, mfu: float) -> float:
+    """GPU-hours to train `tokens` at `mfu` of a per-GPU peak."""
+    return tokens * flops_per_token / (mfu * peak_flops * SECONDS_PER_HOUR)
+
+
+def implied_mfu(
+    tokens: float, flops_per_token: float, peak_flops: float, gpu_hours: float
+) -> float:
+    """MFU that a published GPU-hour figure implies: model FLOPs over peak FLOPs x time."""
+    return tokens * flops_per_token / (gpu_hours * SECONDS_PER_HOUR * peak_flops)
+
+
+def device_hours_for(tokens: float, tokens_per_s: float, devices: int = 1) -> float:
+    """Device-hours to train `tokens` at a measured throughput shared by `devices`."""
+    return tokens / tokens_per_s * devices / SECONDS_PER_HOUR
+
+
+def cost_report(model: ModelConfig, cost: CostConfig) -> list[str]:
+    """Lines of the cost model: FLOPs per token with their rules, then the projections."""
+    if model.vocab_size is None:
+        return ["cost: set model.vocab_size to count FLOPs, for example model.vocab_size=2048"]
+    seq_len = cost.seq_len or model.max_seq_len
+    flops = cost_flops_per_token(model, seq_len)
+    lines = [
+        f"training FLOPs per token at context {seq_len:,}: {flops.total:.4g}",
+        f"  matmuls 6 * N_active = 6 * {flops.matmul_params:,} = {flops.matmul:.4g} "
+        "(forward 2, backward 4 per activated weight; input embedding excluded, router included)",
+        f"  attention 3 * n_layers * n_heads * (qk + v head widths) * seq_len = "
+        f"{flops.attention:.4g} (causal: seq_len / 2 keys per query on average; "
+        f"+{100 * flops.attention / flops.matmul:.1f} % over 6 * N_active)",
+    ]
+    if cost.tokens_per_s is not None and cost.tokens is not None:
+        hours = device_hours_for(cost.tokens, cost.tokens_per_s, cost.devices)
+        lines.append(
+            f"measured run: {cost.tokens:.4g} tokens at {cost.tokens_per_s:,.0f} tokens/s on "
+            f"{cost.devices} device(s) = {hours:.4g} device-hours"
+        )
+    if cost.tokens is None or (cost.mfu is None and cost.gpu_hours is None):
+        return lines
+
+    peak = f"{cost.gpu} at {cost.peak / 1e12:,.0f} TFLOP/s"
+    mfu = cost.mfu
+    if cost.gpu_hours is not None:
+        mfu_6nd = implied_mfu(cost.tokens, flops.matmul, cost.peak, cost.gpu_hours)
+        mfu_all = implied_mfu(cost.tokens, flops.total, cost.peak, cost.gpu_hours)
+        lines.append(
+            f"implied MFU of {cost.gpu_hours:,.4g} GPU-hours for {cost.tokens:.4g} tokens on "
+            f"{peak}: {100 * mfu_6nd:.1f} % from 6 * N_active * D alone, "
+            f"{100 * mfu_all:.1f} % with attention"
+        )
+        mfu = mfu if mfu is not None else mfu_all
+    hours = gpu_hours_for(cost.tokens, flops.total, cost.peak, mfu)
+    lines.append(
+        f"projection: {cost.tokens:.4g} tokens on {peak} at {100 * mfu:.1f} % MFU = "
+        f"{_amount(hours)} GPU-hours, ${_amount(hours * cost.price_per_hour)} at "
+        f"${cost.price_per_hour:g} per GPU-hour"
+    )
+    return lines
+
+
+def _amount(value: float) -> str:
+    """Whole numbers from 1,000 up (with millions spelled out), 4 significant digits below."""
+    if value >= 1e6:
+        return f"{value:,.0f} ({value / 1e6:.3f} M)"
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.4g}"
+
+
 def main() -> None:
-    """Print the KV cache per token of a model preset: `python -m tinyseek.sizing model=...`."""
+    """Print a preset's KV cache, parameters and training cost: `python -m tinyseek.sizing`."""
     import hydra
 
     from tinyseek.config import register_configs, to_object
@@ -154,7 +263,9 @@ def main() -> None:
     @exit_on_invalid_input
     def run(cfg) -> None:
         sizing_cfg = to_object(cfg)
-        lines = kv_cache_report(sizing_cfg.model) + parameter_report(sizing_cfg.model)
+        model = sizing_cfg.model
+        lines = kv_cache_report(model) + parameter_report(model)
+        lines += cost_report(model, sizing_cfg.cost)
         print("\n".join(lines))
 
     run()

@@ -77,6 +77,22 @@ def start_wandb_run(
     )
 
 
+# How the W&B summary (and the runs table) condenses each logged series.
+SUMMARY_METRICS = {
+    "train/loss": "last",
+    "val/loss": "min",  # the best sampled validation loss of a training run
+    "val/bpb": "last",  # the final whole-split bits per byte, logged by the evaluate job
+    "throughput/tokens_per_s": "mean",
+    "memory/peak_bytes": "max",
+}
+
+
+def declare_summary_metrics(run) -> None:
+    """Declare how the W&B summary condenses each headline metric of a run."""
+    for name, summary in SUMMARY_METRICS.items():
+        run.define_metric(name, summary=summary)
+
+
 def finish_wandb_run() -> None:
     import wandb
 

@@ -18,7 +18,9 @@ class RandomWindows(Dataset):
 
     Each batch draws from its own generator seeded by (stream, seed, i), so the batches do
     not depend on workers or on where a resumed run starts. Streams keep training and
-    validation windows independent.
+    validation windows independent. Under DDP every rank draws the whole global batch of
+    world_size * batch_size offsets and keeps its own slice, so N ranks see exactly the
+    windows of one process with an N times larger batch.
     """
 
     def __init__(
@@ -30,8 +32,12 @@ class RandomWindows(Dataset):
         length: int,
         start: int = 0,
         stream: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         self.tokens = tokens
+        self.rank = rank
+        self.world_size = world_size
         self.stream = stream
         self.batch_size = batch_size
         self.seq_len = seq_len
@@ -41,12 +47,15 @@ class RandomWindows(Dataset):
         self._positions = np.arange(seq_len + 1)[None, :]  # (1, T + 1)
 
     def __len__(self) -> int:
-        return self.length - self.start
+        # Not length - start: a resumed fit restores the epoch's batch index, so a shorter
+        # dataset would end the epoch early and restart at the first item, re-drawing batches.
+        return self.length
 
     def __getitem__(self, index: int) -> torch.Tensor:
         generator = np.random.default_rng([self.stream, self.seed, self.start + index])
         high = len(self.tokens) - self.seq_len - 1
-        offsets = generator.integers(0, high + 1, size=self.batch_size)
+        offsets = generator.integers(0, high + 1, size=self.batch_size * self.world_size)
+        offsets = offsets[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         # One gather for the whole batch: offsets (B, 1) + positions (1, T + 1).
         windows = self.tokens[offsets[:, None] + self._positions]  # (B, T + 1)
         return torch.from_numpy(windows.astype(np.int64))
@@ -90,6 +99,11 @@ class TokenDataModule(L.LightningDataModule):
                     f"window of data.seq_len + 1 = {window}: lower data.seq_len or use more text."
                 )
 
+    def _shard(self) -> dict[str, int]:
+        if self.trainer is None:
+            return {"rank": 0, "world_size": 1}
+        return {"rank": self.trainer.global_rank, "world_size": self.trainer.world_size}
+
     def train_dataloader(self) -> DataLoader:
         # A resumed run starts at the restored global step, so it draws the batches that an
         # uninterrupted run would have drawn next.
@@ -101,6 +115,7 @@ class TokenDataModule(L.LightningDataModule):
             seed=self.seed,
             length=self.max_steps,
             start=start,
+            **self._shard(),
         )
         return self._loader(dataset)
 
@@ -113,6 +128,7 @@ class TokenDataModule(L.LightningDataModule):
             seed=self.seed,
             length=self.val_batches,
             stream=1,
+            **self._shard(),
         )
         return self._loader(dataset)
 

@@ -37,7 +37,7 @@ def load_model(run_dir: str | Path, cfg: TrainConfig) -> Transformer:
             f"checkpoint {path} is unreadable ({err}): it is corrupt or truncated."
         ) from err
 
-    model = Transformer(cfg.model)
+    model = Transformer(cfg.model, cfg.mtp.depth)
     if cfg.precision.fp8_recipe is not None:
         # Evaluate the model as it was trained: the same FP8 GEMMs, same parameter names.
         convert_to_fp8(model, cfg.precision.fp8_recipe, cfg.precision.tile)

@@ -16,6 +16,7 @@ from tinyseek.data.tokenizer import token_byte_lengths
 from tinyseek.evaluation.decode import generate, measure_decoding
 from tinyseek.evaluation.loader import load_model, load_run_config
 from tinyseek.evaluation.loss import bits_per_byte, split_nll
+from tinyseek.evaluation.mtp import mtp_metrics
 from tinyseek.io import read_json, write_json
 from tinyseek.model.moe import max_violation
 from tinyseek.sizing import (
@@ -95,8 +96,9 @@ def evaluate(
         "axes": {
             "model": train_cfg.model.name,
             "attention": train_cfg.model.attention,
-            "ffn": train_cfg.model.ffn,
+            "ffn": train_cfg.model.ffn_label,
             "precision": train_cfg.precision.name,
+            "mtp": train_cfg.mtp.depth,
             "seed": train_cfg.seed,
         },
         "val": {
@@ -124,6 +126,11 @@ def evaluate(
         metrics["moe"] = moe_metrics
     if "fp8" in train_summary:
         metrics["fp8"] = train_summary["fp8"]
+    if model.mtp is not None:
+        # val.loss already leaves MTP out; main_loss repeats it beside the MTP numbers.
+        metrics["mtp"] = {"main_loss": val_loss} | mtp_metrics(
+            model, val_tokens, train_cfg.data.seq_len, cfg.eval.batch_size, autocast
+        )
     write_json(run_dir / "metrics.json", metrics)
     log.info("%s: val loss %.4f, val bpb %.4f", train_cfg.name, val_loss, metrics["val"]["bpb"])
     _log_to_wandb(cfg, train_cfg, metrics, wandb_mode, commit)

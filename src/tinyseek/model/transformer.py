@@ -13,6 +13,7 @@ from tinyseek.model.cache import KVCache, LatentCache, ModelCache
 from tinyseek.model.ffn import SwiGLU
 from tinyseek.model.mla import MLA
 from tinyseek.model.moe import MoE
+from tinyseek.model.mtp import MultiTokenPrediction
 from tinyseek.model.norm import RMSNorm
 
 
@@ -38,9 +39,13 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Decoder-only language model; forward returns logits (B, T, vocab_size)."""
+    """Decoder-only language model; forward returns logits (B, T, vocab_size).
 
-    def __init__(self, cfg: ModelConfig):
+    With mtp_depth > 0 it also holds the multi-token prediction modules (`mtp`), which
+    only training and evaluation call; forward and decoding ignore them.
+    """
+
+    def __init__(self, cfg: ModelConfig, mtp_depth: int = 0):
         super().__init__()
         if cfg.vocab_size is None:
             raise ValueError("model.vocab_size is unset: take it from the prepared meta.json.")
@@ -51,6 +56,12 @@ class Transformer(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
+        # Built outside the global RNG stream and registered last, so the main weights draw
+        # the same initial values with or without MTP.
+        self.mtp = None
+        if mtp_depth > 0:
+            with torch.random.fork_rng(devices=[]):
+                self.mtp = MultiTokenPrediction(cfg, mtp_depth)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -85,18 +96,38 @@ class Transformer(nn.Module):
         ]
         return ModelCache(caches)
 
-    def moe_layers(self) -> list[MoE]:
-        return [block.ffn for block in self.layers if isinstance(block.ffn, MoE)]
+    def moe_layers(self, include_mtp: bool = False) -> list[MoE]:
+        """Return the MoE feed-forwards of the main blocks, then those of the MTP blocks."""
+        blocks = list(self.layers)
+        if include_mtp and self.mtp is not None:
+            blocks += [module.block for module in self.mtp.layers]
+        return [block.ffn for block in blocks if isinstance(block.ffn, MoE)]
 
     def aux_loss(self) -> torch.Tensor:
         """Sum of the MoE balance losses of the last training forward (0 for dense models)."""
-        losses = [moe.aux_loss for moe in self.moe_layers()]
+        losses = [moe.aux_loss for moe in self.moe_layers(include_mtp=True)]
         return (
             torch.stack(losses).sum() if losses else torch.zeros((), device=self.head.weight.device)
         )
 
     def forward(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
         """Return logits for tokens (B, T); with a cache, tokens continue the cached ones."""
+        return self.head(self.norm(self.hidden_states(tokens, cache)))  # (B, T, vocab_size)
+
+    def forward_with_mtp(self, window: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Return main logits (B, T, V) for window[:, :-1] and the MTP logits of each depth.
+
+        window (B, T + 1) contains the inputs and the next token; depth k's logits
+        (B, T - k, V) predict window[:, k + 1 :]. Without MTP modules the list is empty.
+        """
+        hidden = self.hidden_states(window[:, :-1])  # (B, T, dim)
+        logits = self.head(self.norm(hidden))
+        if self.mtp is None:
+            return logits, []
+        return logits, self.mtp(hidden, window, self.embed, self.head)
+
+    def hidden_states(self, tokens: torch.Tensor, cache: ModelCache | None = None) -> torch.Tensor:
+        """Return the last block's output (B, T, dim), before the final norm."""
         start = cache.length if cache is not None else 0
         T = tokens.shape[1]
         if start + T > self.cfg.max_seq_len:
@@ -109,4 +140,4 @@ class Transformer(nn.Module):
         x = self.embed(tokens)  # (B, T, dim)
         for i, block in enumerate(self.layers):
             x = block(x, positions, cache.layers[i] if cache is not None else None)
-        return self.head(self.norm(x))  # (B, T, vocab_size)
+        return x

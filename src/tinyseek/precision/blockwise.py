@@ -25,19 +25,26 @@ def blockwise_mm(
     """
     # NOTE: this is the portable path (CPU and any GPU with _scaled_mm). A fused Hopper kernel
     # that promotes partial sums inside the GEMM could replace the loop behind this signature.
+    m, k = a.shape
+    n = b.shape[1]
+    slices = k // tile
+    # One copy each into slice-major layouts: A slices row-major, B slices column-major,
+    # as _scaled_mm wants them.
+    a_slices = a.reshape(m, slices, tile).transpose(0, 1).contiguous()  # (S, M, tile)
+    b_slices = b.t().reshape(n, slices, tile).transpose(0, 1).contiguous()  # (S, N, tile)
+    a_scale = a_scale.t().unsqueeze(-1).contiguous()  # (S, M, 1)
+    b_scale = b_scale.unsqueeze(1).contiguous()  # (S, 1, N)
+
     out = None
-    for s in range(a.shape[1] // tile):
-        k = slice(s * tile, (s + 1) * tile)
-        # _scaled_mm wants B column-major.
-        b_slice = b[k].t().contiguous().t()  # (tile, N)
+    for s in range(slices):
         part = torch._scaled_mm(
-            a[:, k].contiguous(),
-            b_slice,
-            scale_a=a_scale[:, s : s + 1].contiguous(),  # (M, 1)
-            scale_b=b_scale[s : s + 1].contiguous(),  # (1, N)
+            a_slices[s],
+            b_slices[s].t(),  # (tile, N), column-major
+            scale_a=a_scale[s],
+            scale_b=b_scale[s],
             out_dtype=torch.float32,
         )
-        out = part if out is None else out + part
+        out = part if out is None else out.add_(part)
     return out
 
 
@@ -84,7 +91,7 @@ class _BlockwiseLinearFunction(torch.autograd.Function):
 
         # Input gradient dX = dY W: contraction over N, so dY is tiled along N.
         dy_q, dy_scale = quantise_tiles(_pad_to(dy, 1, tile), tile)  # (M, N_pad)
-        w_rows = _pad_to(w_q.float(), 0, tile).to(w_q.dtype)  # (N_pad, K)
+        w_rows = w_q if n % tile == 0 else _pad_to(w_q.view(torch.uint8), 0, tile).view(w_q.dtype)
         b_scale = w_scale.repeat_interleave(tile, dim=1)  # (N_pad / tile, K)
         grad_x = blockwise_mm(dy_q, dy_scale, w_rows, b_scale, tile)  # (M, K)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,24 +51,16 @@ def read_history(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
 
-AXES = ("attention", "ffn", "precision")
-
-
-def variant_names(ablation: dict[str, Any]) -> list[str]:
-    """Variant names of an ablation block: the product of its axes, seed last."""
-    missing = [key for key in (*AXES, "seeds") if key not in ablation]
-    if missing:
-        raise ValueError(f"the ablation block lacks {', '.join(missing)}: list every axis.")
-    combos = itertools.product(*(ablation[axis] for axis in AXES), ablation["seeds"])
-    return [f"{attention}-{ffn}-{precision}-s{seed}" for attention, ffn, precision, seed in combos]
-
-
 def runs_from_params(params_file: str | Path, runs_root: str | Path) -> list[Path]:
-    """Run folders of the ablation in a params.yaml, in axis order."""
+    """Run folders of the study in a params.yaml (`ablation.runs`), in the listed order."""
     params = OmegaConf.to_container(OmegaConf.load(params_file), resolve=True)
-    if "ablation" not in params:
-        raise ValueError(f"{params_file} has no `ablation` block.")
-    return [Path(runs_root) / name for name in variant_names(params["ablation"])]
+    runs = params.get("ablation", {}).get("runs")
+    if not runs:
+        raise ValueError(
+            f"{params_file} has no `ablation.runs`: select a study with "
+            "`python -m tinyseek.studies <study>`."
+        )
+    return [Path(runs_root) / name for name in runs]
 
 
 def load_runs(paths: list[str | Path]) -> list[Run]:

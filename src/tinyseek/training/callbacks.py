@@ -96,10 +96,12 @@ class HistoryWriter(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self._record(trainer, prefix="val/")
-            self.write()
+            if trainer.is_global_zero:
+                self.write()
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self.write()
+        if trainer.is_global_zero:
+            self.write()
 
     def write(self) -> None:
         columns = ["step"] + sorted({key for row in self.rows for key in row} - {"step"})

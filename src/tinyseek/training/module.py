@@ -9,9 +9,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from tinyseek.config import ModelConfig, OptimConfig
+from tinyseek.config import ModelConfig, MTPConfig, OptimConfig
 from tinyseek.model import Transformer
 from tinyseek.model.moe import MoE, load_telemetry
+from tinyseek.model.mtp import mtp_losses
 from tinyseek.training.schedule import warmup_cosine
 
 
@@ -24,15 +25,17 @@ class LanguageModel(L.LightningModule):
         optim_cfg: OptimConfig,
         max_steps: int,
         grad_clip: float,
+        mtp_cfg: MTPConfig | None = None,
         compile: bool = False,
     ):
         super().__init__()
-        self.model = Transformer(model_cfg)
+        self.mtp_cfg = mtp_cfg or MTPConfig()
+        self.model = Transformer(model_cfg, self.mtp_cfg.depth)
         self.optim_cfg = optim_cfg
         self.max_steps = max_steps
         self.grad_clip = grad_clip
         # Looked up once: the per-step hooks below must not walk the blocks.
-        self.moe_layers = self.model.moe_layers()
+        self.moe_layers = self.model.moe_layers(include_mtp=True)
         if compile:
             # In place, so parameter names and checkpoints stay those of the eager model.
             self.model.compile()
@@ -54,17 +57,34 @@ class LanguageModel(L.LightningModule):
         return step % self.trainer.log_every_n_steps == 0 or step >= self.trainer.max_steps
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
+        if self.model.mtp is None:
+            loss, mtp_term = self.loss(batch), 0.0
+        else:
+            loss, mtp_term = self.loss_with_mtp(batch)
         logging = self.logging_step()
+        # train/loss stays the main loss, comparable between runs with and without MTP.
+        # sync_dist averages over DDP ranks; it is a no-op in one process.
         if logging:
-            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         if not self.moe_layers:
-            return loss
+            return loss + mtp_term
 
         aux_loss = self.model.aux_loss()
         if logging:
-            self.log("train/aux_loss", aux_loss)
-        return loss + aux_loss
+            self.log("train/aux_loss", aux_loss, sync_dist=True)
+        return loss + mtp_term + aux_loss
+
+    def loss_with_mtp(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the main loss and lambda times the MTP loss averaged over depths."""
+        logits, mtp_logits = self.model.forward_with_mtp(batch)
+        main = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+        losses = mtp_losses(mtp_logits, batch)
+        weight = self.mtp_cfg.weight_at(self.global_step, self.max_steps)
+        if self.logging_step():
+            for k, depth_loss in enumerate(losses, start=1):
+                self.log(f"mtp/loss_depth{k}", depth_loss)
+            self.log("mtp/loss_weight", weight)
+        return main, weight * torch.stack(losses).mean()
 
     def balance_experts(self) -> None:
         """Move the MoE routing biases towards balance and log expert-load telemetry.
