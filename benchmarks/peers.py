@@ -12,68 +12,17 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from transformers import DeepseekV3Config, DeepseekV3ForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import DeepseekV3ForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from benchmarks.common import interleave, median_ratio, model_config, random_batch, summarise_times
 from tinyseek.config import ModelConfig
+from tinyseek.export import hf_config
 from tinyseek.sizing import count_parameters
 from tinyseek.training.module import LanguageModel
 
 log = logging.getLogger(__name__)
 
 PAIRS = (("mha", "dense"), ("gqa", "dense"), ("mla", "moe"))
-
-
-def hf_config(cfg: ModelConfig) -> LlamaConfig | DeepseekV3Config:
-    """Map a tinyseek model config onto the transformers config of the same architecture.
-
-    TODO: switch to tinyseek.export.hf_config once that module exists.
-    """
-    rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
-    common = {
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.dim,
-        "intermediate_size": cfg.inter_dim,
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
-        "max_position_embeddings": cfg.max_seq_len,
-        "rms_norm_eps": cfg.norm_eps,
-        "initializer_range": cfg.init_std,
-        "tie_word_embeddings": cfg.tie_embeddings,
-        "rope_parameters": rope,
-        "use_cache": False,
-    }
-    if cfg.attention in ("mha", "gqa", "mqa") and cfg.ffn == "dense":
-        return LlamaConfig(
-            **common, num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.resolved_head_dim
-        )
-    if cfg.attention == "mla":
-        moe = cfg.ffn == "moe"
-        return DeepseekV3Config(
-            **common,
-            num_key_value_heads=cfg.n_heads,
-            q_lora_rank=cfg.q_lora_rank or None,
-            kv_lora_rank=cfg.kv_lora_rank,
-            qk_nope_head_dim=cfg.qk_nope_head_dim,
-            qk_rope_head_dim=cfg.qk_rope_head_dim,
-            v_head_dim=cfg.v_head_dim,
-            # tinyseek's rotary embedding rotates consecutive channel pairs.
-            rope_interleave=True,
-            n_routed_experts=cfg.n_routed_experts,
-            n_shared_experts=cfg.n_shared_experts,
-            num_experts_per_tok=cfg.n_activated_experts,
-            moe_intermediate_size=cfg.moe_inter_dim,
-            routed_scaling_factor=cfg.route_scale,
-            n_group=cfg.n_expert_groups,
-            topk_group=cfg.n_limited_groups,
-            norm_topk_prob=cfg.score_func == "sigmoid",
-            first_k_dense_replace=cfg.n_dense_layers if moe else cfg.n_layers,
-            num_mtp_layers=0,
-        )
-    raise ValueError(
-        f"no transformers peer for attention={cfg.attention} with ffn={cfg.ffn}: "
-        "compare mha/gqa/mqa with ffn=dense, or mla."
-    )
 
 
 def tinyseek_step(cfg: ModelConfig, batch: torch.Tensor) -> tuple[Callable[[], None], int]:
@@ -97,6 +46,7 @@ def hf_step(cfg: ModelConfig, batch: torch.Tensor) -> tuple[Callable[[], None], 
     """The same step for the transformers model; returns it, its params and the classes used."""
     torch.manual_seed(0)
     config = hf_config(cfg)
+    config.use_cache = False
     model_class = LlamaForCausalLM if isinstance(config, LlamaConfig) else DeepseekV3ForCausalLM
     model = model_class(config)
     model.train()
