@@ -313,11 +313,18 @@ class DataConfig:
     batch_size: int = 16
     seq_len: int = 128
     """Training window length in tokens."""
+    num_workers: int = 0
+    """DataLoader worker processes that cut batches ahead of the step; 0 cuts them in line."""
 
     def __post_init__(self) -> None:
         _check_choice("data.source", self.source, DATA_SOURCES)
         _check_positive("data.batch_size", self.batch_size)
         _check_positive("data.seq_len", self.seq_len)
+        if self.num_workers < 0:
+            raise ValueError(
+                f"data.num_workers={self.num_workers} is invalid: use 0 to load in the "
+                "training process or a positive number of worker processes."
+            )
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction={self.val_fraction} must lie in (0, 1).")
         if self.source == "hub" and not self.hf_path:
@@ -449,6 +456,8 @@ class TrainConfig:
     configuration or other tinyseek code; the DVC pipeline sets it."""
     init_from: str | None = None
     """A local Llama or DeepseekV3 transformers checkpoint folder to start training from."""
+    compile: bool = False
+    """Compile the model with torch.compile (needs a C++ compiler on CPU)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     data: DataConfig = field(default_factory=DataConfig)

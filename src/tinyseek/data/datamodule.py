@@ -44,6 +44,7 @@ class RandomWindows(Dataset):
         self.seed = seed
         self.length = length
         self.start = start
+        self._positions = np.arange(seq_len + 1)[None, :]  # (1, T + 1)
 
     def __len__(self) -> int:
         # Not length - start: a resumed fit restores the epoch's batch index, so a shorter
@@ -55,16 +56,25 @@ class RandomWindows(Dataset):
         high = len(self.tokens) - self.seq_len - 1
         offsets = generator.integers(0, high + 1, size=self.batch_size * self.world_size)
         offsets = offsets[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-        windows = np.stack([self.tokens[o : o + self.seq_len + 1] for o in offsets])
-        return torch.from_numpy(windows.astype(np.int64))  # (B, T + 1)
+        # One gather for the whole batch: offsets (B, 1) + positions (1, T + 1).
+        windows = self.tokens[offsets[:, None] + self._positions]  # (B, T + 1)
+        return torch.from_numpy(windows.astype(np.int64))
 
 
 class TokenDataModule(L.LightningDataModule):
     """Training batches of random windows and a fixed sample of validation windows."""
 
-    def __init__(self, cfg: DataConfig, seed: int, max_steps: int, val_batches: int):
+    def __init__(
+        self,
+        cfg: DataConfig,
+        seed: int,
+        max_steps: int,
+        val_batches: int,
+        pin_memory: bool = False,
+    ):
         super().__init__()
         self.cfg = cfg
+        self.pin_memory = pin_memory
         self.seed = seed
         self.max_steps = max_steps
         self.val_batches = val_batches
@@ -107,7 +117,7 @@ class TokenDataModule(L.LightningDataModule):
             start=start,
             **self._shard(),
         )
-        return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=0)
+        return self._loader(dataset)
 
     def val_dataloader(self) -> DataLoader:
         # A fixed seed keeps the sampled validation windows identical at every check.
@@ -120,4 +130,17 @@ class TokenDataModule(L.LightningDataModule):
             stream=1,
             **self._shard(),
         )
-        return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=0)
+        return self._loader(dataset)
+
+    def _loader(self, dataset: RandomWindows) -> DataLoader:
+        workers = self.cfg.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            # Workers stay alive across validation checks instead of restarting each time.
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            pin_memory=self.pin_memory,
+        )

@@ -119,15 +119,20 @@ class MLA(nn.Module):
             k, v = cache.update(k.to(cache.k.dtype), v.to(cache.v.dtype))  # (B, S, H, ...)
             k, v = k.to(q.dtype), v.to(q.dtype)
 
+        # Without a cache, zero-padding the values to the query/key width lets SDPA pick its
+        # fused kernel, which needs equal widths; the padded output columns are zero.
+        pad = self.qk_head_dim - self.v_head_dim if past == 0 and T > 1 else 0
+        if pad > 0:
+            v = F.pad(v, (0, pad))  # (B, S, H, N + R)
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2),  # (B, H, T, N + R)
             k.transpose(1, 2),  # (B, H, S, N + R)
-            v.transpose(1, 2),  # (B, H, S, V)
+            v.transpose(1, 2),  # (B, H, S, V) or (B, H, S, N + R) when padded
             attn_mask=None if past == 0 or T == 1 else causal_mask(T, past, q.device),
             is_causal=past == 0 and T > 1,
             scale=self.softmax_scale,
-        )  # (B, H, T, V)
-        return out.transpose(1, 2)  # (B, T, H, V)
+        )
+        return out[..., : self.v_head_dim].transpose(1, 2)  # (B, T, H, V)
 
     def _absorbed(self, q_nope, q_pe, kv_c, k_pe, cache: LatentCache) -> torch.Tensor:
         """Attend in the latent space: W_UK folds into the query, W_UV into the output."""

@@ -1,6 +1,7 @@
 """Root-mean-square layer normalisation."""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -13,6 +14,6 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_float = x.float()
-        normed = x_float * torch.rsqrt(x_float.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (normed * self.weight.float()).type_as(x)
+        # torch's fused kernel, fed float32 so the statistics stay in float32 under autocast.
+        normed = F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps)
+        return normed.type_as(x)

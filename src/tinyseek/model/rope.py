@@ -18,12 +18,12 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
     cos and sin are (T, D // 2), already gathered at the positions of x.
     """
-    x_pairs = x.float().unflatten(-1, (-1, 2))  # (B, T, H, D/2, 2)
-    real, imag = x_pairs[..., 0], x_pairs[..., 1]
-    cos = cos[None, :, None, :]  # (1, T, 1, D/2)
-    sin = sin[None, :, None, :]
-    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
-    return rotated.flatten(-2).type_as(x)  # (B, T, H, D)
+    # Each pair (real, imag) is one complex number, so the rotation is one complex product:
+    # a few large kernels instead of the many small ones (and their backward) of the
+    # element-wise formula, with the same results.
+    x_complex = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, H, D/2)
+    rotation = torch.complex(cos.float(), sin.float())[None, :, None, :]  # (1, T, 1, D/2)
+    return torch.view_as_real(x_complex * rotation).flatten(-2).type_as(x)  # (B, T, H, D)
 
 
 class RotaryEmbedding(nn.Module):

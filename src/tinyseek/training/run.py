@@ -399,13 +399,23 @@ def fit(job: FitJob, extra_callbacks: tuple[L.Callback, ...] = ()) -> dict[str, 
     run_dir = Path(cfg.run_dir)
     checkpoint_path = run_dir / "checkpoints" / "last.ckpt"
     datamodule = TokenDataModule(
-        cfg.data, cfg.seed, cfg.trainer.max_steps, cfg.trainer.limit_val_batches
+        cfg.data,
+        cfg.seed,
+        cfg.trainer.max_steps,
+        cfg.trainer.limit_val_batches,
+        # Page-locked batches let the host-to-GPU copy overlap the step.
+        pin_memory=cfg.trainer.accelerator in ("gpu", "cuda"),
     )
 
     # Model and callbacks
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = LanguageModel(
-        cfg.model, cfg.optim, cfg.trainer.max_steps, cfg.trainer.gradient_clip_val, cfg.mtp
+        cfg.model,
+        cfg.optim,
+        cfg.trainer.max_steps,
+        cfg.trainer.gradient_clip_val,
+        cfg.mtp,
+        compile=cfg.compile,
     )
     if cfg.init_from and job.checkpoint is None:
         from tinyseek.export import load_hf_weights
