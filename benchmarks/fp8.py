@@ -1,29 +1,27 @@
 """FP8 on this machine: Linear microbenchmarks per recipe and the training-step ratio to BF16.
 
-    python benchmarks/fp8.py                 # markdown tables on stdout
-    python benchmarks/fp8.py --json out.json # also the raw numbers
+    python -m benchmarks.fp8                     # markdown tables on stdout
+    python -m benchmarks.run --sections fp8      # the same rows inside the suite's results
 
-Every comparison interleaves its contenders (A B C A B C ...) and reports the median, so a
-shared, noisy machine slows all of them alike. On a CPU without FP8 units the FP8 GEMMs are
-emulated by torch._scaled_mm, so ratios above 1 are the cost of emulation, not a prediction
-for FP8 hardware.
+Every comparison interleaves its contenders (A B C D A B C D ...) and reports the median, so
+a shared, noisy machine slows all of them alike. On a CPU without FP8 units torch._scaled_mm
+emulates the FP8 GEMMs, so ratios above 1 are the cost of emulation, not a forecast for FP8
+hardware.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
-import platform
 import statistics
-import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tinyseek.config import ModelConfig
+from benchmarks.common import interleave, model_config, random_batch
 from tinyseek.model import Transformer
 from tinyseek.precision import Float8BlockwiseLinear, convert_to_fp8
 
@@ -35,35 +33,22 @@ LINEAR_SHAPES = [  # (tokens, in_features, out_features)
     (4096, 512, 512),
     (4096, 1024, 1024),
 ]
+TRAIN_VARIANTS = [("mha", "dense"), ("mla", "moe")]
 
 
-def interleaved_medians(
-    contenders: dict[str, Callable[[], None]], repeats: int
-) -> dict[str, float]:
-    """Median seconds per call of each contender, timed in turn after one warm-up call each."""
-    for fn in contenders.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def fp8_linear(recipe: str, linear: nn.Linear, tile: int) -> nn.Module:
-    """A copy of linear converted to recipe (bf16 leaves it as it is)."""
-    module = nn.Sequential(copy.deepcopy(linear))
-    if recipe == "blockwise":
+def _fp8_copy(module: nn.Module, recipe: str, tile: int) -> nn.Module:
+    """A deep copy of module converted to recipe; bf16 leaves the copy as it is."""
+    module = copy.deepcopy(module)
+    if isinstance(module, nn.Sequential) and recipe == "blockwise":
+        # A bare Linear has no name convert_to_fp8 would keep in high precision.
         module[0] = Float8BlockwiseLinear.from_linear(module[0], tile)
     elif recipe != "bf16":
-        convert_to_fp8(module, recipe)
+        convert_to_fp8(module, recipe, tile)
     return module
 
 
-def linear_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    """Forward and backward of one Linear under BF16 autocast (the FP8 runs' setting)."""
+def _linear_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """Forward and backward of one Linear under BF16 autocast, the FP8 runs' setting."""
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -73,26 +58,9 @@ def linear_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def bench_linears(repeats: int, tile: int) -> list[dict]:
-    rows = []
-    for tokens, k, n in LINEAR_SHAPES:
-        torch.manual_seed(0)
-        linear = nn.Linear(k, n, bias=False)
-        x = torch.randn(tokens, k, requires_grad=True)
-        contenders = {r: linear_step(fp8_linear(r, linear, tile), x) for r in RECIPES}
-        medians = interleaved_medians(contenders, repeats)
-        rows.append(
-            {
-                "shape": f"{tokens}x{k} @ {k}x{n}",
-                **{f"{r}_ms": 1e3 * medians[r] for r in RECIPES},
-                **{f"{r}_vs_bf16": medians[r] / medians["bf16"] for r in RECIPES[1:]},
-            }
-        )
-    return rows
-
-
-def train_step(model: nn.Module, optimizer, batch: torch.Tensor) -> Callable[[], None]:
-    """One optimiser step of next-token prediction under BF16 autocast."""
+def _train_step(model: nn.Module, batch: torch.Tensor) -> Callable[[], None]:
+    """One AdamW step of next-token prediction under BF16 autocast."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -105,62 +73,62 @@ def train_step(model: nn.Module, optimizer, batch: torch.Tensor) -> Callable[[],
     return step
 
 
-def bench_training(repeats: int, attention: str, batch_size: int, seq_len: int) -> dict:
-    """Step time of the small model per recipe; all copies start from the same weights."""
-    cfg = ModelConfig(
-        name="small", dim=128, n_layers=4, n_heads=8, inter_dim=384, vocab_size=2048,
-        attention=attention, n_kv_heads=2 if attention == "gqa" else None,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    base = Transformer(cfg)
-    batch = torch.randint(0, cfg.vocab_size, (batch_size, seq_len + 1))
-    contenders = {}
-    for recipe in RECIPES:
-        model = copy.deepcopy(base)
-        if recipe != "bf16":
-            convert_to_fp8(model, recipe, tile=128)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        contenders[recipe] = train_step(model, optimizer, batch)
-    medians = interleaved_medians(contenders, repeats)
-    return {
-        "model": f"small {attention} dense, batch {batch_size}x{seq_len}",
-        **{f"{r}_ms": 1e3 * medians[r] for r in RECIPES},
-        **{f"{r}_vs_bf16": medians[r] / medians["bf16"] for r in RECIPES[1:]},
-    }
+def _row(benchmark: str, times: dict[str, list[float]]) -> dict[str, Any]:
+    medians = {recipe: statistics.median(values) for recipe, values in times.items()}
+    row: dict[str, Any] = {"benchmark": benchmark}
+    row |= {f"{r} ms": round(1e3 * medians[r], 2) for r in RECIPES}
+    row |= {f"{r}/bf16": round(medians[r] / medians["bf16"], 2) for r in RECIPES[1:]}
+    return row
 
 
-def markdown(rows: list[dict], first: str) -> str:
-    header = [first, *(f"{r} ms" for r in RECIPES), *(f"{r}/bf16" for r in RECIPES[1:])]
+def bench_linears(rounds: int, tile: int) -> list[dict[str, Any]]:
+    """Forward + backward of one Linear per recipe at several GEMM shapes."""
+    rows = []
+    for tokens, k, n in LINEAR_SHAPES:
+        torch.manual_seed(0)
+        linear = nn.Sequential(nn.Linear(k, n, bias=False))
+        x = torch.randn(tokens, k, requires_grad=True)
+        steps = {r: _linear_step(_fp8_copy(linear, r, tile), x) for r in RECIPES}
+        rows.append(_row(f"Linear {tokens}x{k} @ {k}x{n}", interleave(steps, rounds, steps=3)))
+    return rows
+
+
+def bench_training(rounds: int, tile: int, size: str = "small") -> list[dict[str, Any]]:
+    """Training step of each variant per recipe; all copies start from the same weights."""
+    rows = []
+    for attention, ffn in TRAIN_VARIANTS:
+        cfg = model_config(size, attention, ffn)
+        torch.manual_seed(0)
+        base = Transformer(cfg)
+        batch = random_batch(16, 128)
+        steps = {r: _train_step(_fp8_copy(base, r, tile), batch) for r in RECIPES}
+        label = f"train step {size} {attention}-{ffn}, 16x128 tokens"
+        rows.append(_row(label, interleave(steps, rounds, steps=1)))
+    return rows
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The benchmark suite's fp8 section: Linear rows, then training-step rows."""
+    tile = getattr(args, "tile", 128)
+    return {"rows": bench_linears(args.rounds, tile) + bench_training(args.rounds, tile)}
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for row in rows:
-        cells = [row[first]]
-        cells += [f"{row[f'{r}_ms']:.2f}" for r in RECIPES]
-        cells += [f"{row[f'{r}_vs_bf16']:.2f}x" for r in RECIPES[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(str(row[key]) for key in header) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed calls per contender")
-    parser.add_argument("--tile", type=int, default=128)
-    parser.add_argument("--json", help="write the raw numbers to this file")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median)")
+    parser.add_argument("--tile", type=int, default=128, help="blockwise tile")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
-
-    linears = bench_linears(args.repeats, args.tile)
-    steps = [bench_training(args.repeats, attention, 16, 128) for attention in ("mha", "mla")]
-
-    print(
-        f"# FP8 on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved calls\n"
-    )
-    print("## Linear forward + backward (BF16 autocast)\n")
-    print(markdown(linears, "shape"))
-    print("\n## Training step of the small model\n")
-    print(markdown(steps, "model"))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"linear": linears, "train_step": steps}, f, indent=2)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.rounds} rounds\n")
+    print(markdown(run(args)["rows"]))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ def quantise_tiles(x: torch.Tensor, tile: int) -> tuple[torch.Tensor, torch.Tens
     """
     m, k = x.shape
     tiles = x.float().reshape(m, k // tile, tile)  # (M, S, tile)
-    scale = tiles.abs().amax(dim=-1).clamp_min(AMAX_FLOOR) / E4M3_MAX  # (M, S)
-    q = (tiles / scale.unsqueeze(-1)).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
-    return q.reshape(m, k), scale
+    scale = _amax(tiles, -1).clamp_min_(AMAX_FLOOR).div_(E4M3_MAX)  # (M, S)
+    return _cast(tiles, scale.unsqueeze(-1)).reshape(m, k), scale
 
 
 def quantise_blocks(w: torch.Tensor, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,9 +34,20 @@ def quantise_blocks(w: torch.Tensor, tile: int) -> tuple[torch.Tensor, torch.Ten
     n_blocks = -(-n // tile)
     padded = F.pad(w.float(), (0, 0, 0, n_blocks * tile - n))  # (N_pad, K), zero rows
     blocks = padded.reshape(n_blocks, tile, k // tile, tile)  # (Nb, tile, Kb, tile)
-    scale = blocks.abs().amax(dim=(1, 3)).clamp_min(AMAX_FLOOR) / E4M3_MAX  # (Nb, Kb)
-    q = (blocks / scale[:, None, :, None]).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
+    scale = _amax(blocks, (1, 3)).clamp_min_(AMAX_FLOOR).div_(E4M3_MAX)  # (Nb, Kb)
+    q = _cast(blocks, scale[:, None, :, None])
     return q.reshape(n_blocks * tile, k)[:n], scale
+
+
+def _amax(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
+    """max |x| over dim (abs then amax beat amax/amin pairs and aminmax on CPU)."""
+    return x.abs().amax(dim=dim)
+
+
+def _cast(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x / scale saturated at +-448 and cast to E4M3, with one full-size temporary."""
+    scaled = x * scale.reciprocal()
+    return scaled.clamp_(-E4M3_MAX, E4M3_MAX).to(E4M3)
 
 
 def dequantise_tiles(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
