@@ -51,7 +51,7 @@ def _exclusion_reason(name: str, module: nn.Module, recipe: str, tile: int) -> s
         return "MoE router"
     if isinstance(module, Experts):
         # TODO: run the routed experts' grouped GEMMs through the FP8 recipe too.
-        return "routed experts (grouped GEMM, not converted yet)"
+        return "grouped expert GEMM, not converted yet"
     if not isinstance(module, nn.Linear):
         return None
     if name == "head" or name.endswith(".head"):
