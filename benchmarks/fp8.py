@@ -37,7 +37,7 @@ TRAIN_VARIANTS = [("mha", "dense"), ("mla", "moe")]
 
 
 def _fp8_copy(module: nn.Module, recipe: str, tile: int) -> nn.Module:
-    """A deep copy of module converted to recipe; bf16 leaves the copy as it is."""
+    """Copy module deeply and convert the copy to recipe (bf16 leaves it as it is)."""
     module = copy.deepcopy(module)
     if isinstance(module, nn.Sequential) and recipe == "blockwise":
         # A bare Linear has no name convert_to_fp8 would keep in high precision.
@@ -59,7 +59,7 @@ def _linear_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 
 def _train_step(model: nn.Module, batch: torch.Tensor) -> Callable[[], None]:
-    """One AdamW step of next-token prediction under BF16 autocast."""
+    """Build one AdamW step of next-token prediction under BF16 autocast."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def step() -> None:

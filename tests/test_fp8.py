@@ -43,12 +43,14 @@ def test_tiles_have_one_scale_per_1x128_slice():
 
     q, scale = quantise_tiles(x, 128)
 
-    assert scale.shape == (2, 2) and scale.dtype == torch.float32
+    assert scale.shape == (2, 2)
+    assert scale.dtype == torch.float32
     assert scale[0, 0] == pytest.approx(7.0 / E4M3_MAX)
     assert scale[0, 1] == pytest.approx(0.5 / E4M3_MAX)
     assert scale[1, 1] == pytest.approx(2.0)
     # The amax element of each tile lands exactly on +-448, keeping its sign.
-    assert q[0, 5].float() == -E4M3_MAX and q[1, 200].float() == E4M3_MAX
+    assert q[0, 5].float() == -E4M3_MAX
+    assert q[1, 200].float() == E4M3_MAX
     assert q[0, 130].float() == E4M3_MAX
     # An all-zero tile gets a tiny finite scale and stays zero.
     assert 0 < scale[1, 0] < 1e-12 and torch.all(q[1, :128].float() == 0)

@@ -30,7 +30,7 @@ def test_ema_is_bias_corrected():
     assert ema([0.0, 10.0], decay=0.5) == pytest.approx([0.0, 10.0 * 0.5 / 0.75])
 
 
-def test_fp8_runs_pair_with_their_bf16_twin_and_seed_floor(tmp_path):
+def test_parity_rows_from_twin_and_seed_floor(tmp_path):
     runs = [
         _run(tmp_path, "bf16", 0, 4.0, 4.0),
         _run(tmp_path, "bf16", 1, 4.0 * 1.002, 4.01),
@@ -40,7 +40,8 @@ def test_fp8_runs_pair_with_their_bf16_twin_and_seed_floor(tmp_path):
 
     (row,) = fp8_parity(runs)
 
-    assert row["twin"] == "mha-dense-bf16-s0" and row["recipe"] == "blockwise"
+    assert row["twin"] == "mha-dense-bf16-s0"
+    assert row["recipe"] == "blockwise"
     assert row["max_ema_rel_error"] == pytest.approx(0.01, rel=1e-6)
     assert row["noise_floor"] == pytest.approx(0.002, rel=1e-6)
     assert row["noise_floor_pair"] == "mha-dense-bf16-s0 vs mha-dense-bf16-s1"

@@ -1,9 +1,9 @@
 """DeepSeek-V3's blockwise FP8 Linear: E4M3 in all three GEMMs, FP32 accumulation per K-slice.
 
 Activations and output gradients are quantised in 1 x tile tiles, weights in tile x tile
-blocks. A GEMM runs one K-slice of width tile at a time; each slice is an FP8 product with
-one scale per row of A and per column of B, so the tile and block scales are applied exactly
-where DeepSeek promotes the partial sums to FP32.
+blocks. A GEMM runs one K-slice of width tile at a time, as an FP8 product with one scale
+per row of A and per column of B. The tile and block scales thus apply exactly where
+DeepSeek promotes the partial sums to FP32.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def blockwise_mm(
 ) -> torch.Tensor:
     """FP32 product of E4M3 a (M, K) and b (K, N) with per-slice scales.
 
-    a_scale (M, K // tile) holds one scale per row and K-slice, b_scale (K // tile, N) one per
+    a_scale (M, K // tile) has one scale per row and K-slice, b_scale (K // tile, N) one per
     K-slice and column. Each K-slice is a rowwise-scaled FP8 GEMM with an FP32 result.
     """
     # NOTE: this is the portable path (CPU and any GPU with _scaled_mm). A fused Hopper kernel

@@ -20,7 +20,7 @@ GEMM_MULTIPLE = 16
 
 @dataclass
 class Fp8Plan:
-    """Which layers an FP8 recipe converts and, for the others, why not."""
+    """The layers an FP8 recipe converts, and the reason for each layer it leaves alone."""
 
     recipe: str
     converted: list[str] = field(default_factory=list)

@@ -39,7 +39,7 @@ def relative_error_curve(run: Run, reference: Run) -> tuple[list[int], list[floa
 
 
 def max_after(steps: list[int], errors: list[float], warmup: int) -> float | None:
-    """The largest error after the warmup steps, or None if nothing was logged after them."""
+    """Return the largest error after the warmup steps, or None if none was logged after."""
     after = [e for s, e in zip(steps, errors, strict=True) if s > warmup]
     return max(after) if after else None
 
