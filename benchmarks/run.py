@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import compiled, loop, mla_decode, peers, train_variants
+from benchmarks import compiled, fp8, loop, mla_decode, peers, train_variants
 from benchmarks.common import environment
 from benchmarks.report import render_markdown
 from tinyseek.io import write_json, write_text
@@ -47,19 +47,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_fp8(args: argparse.Namespace) -> dict[str, Any]:
-    """FP8 GEMM microbenchmarks and the FP8-over-BF16 step ratio, from benchmarks/fp8.py.
-
-    NOTE: that module belongs with the FP8 recipes; until it exists this section is skipped.
-    It is expected to provide run(args) -> dict with a "rows" list.
-    """
-    try:
-        from tinyseek.precision.blockwise import blockwise_mm  # noqa: F401
-    except ImportError:
-        return {"skipped": "tinyseek.precision has no blockwise_mm"}
-    try:
-        from benchmarks import fp8
-    except ImportError:
-        return {"skipped": "benchmarks/fp8.py is not there yet"}
+    """FP8 Linear microbenchmarks and the FP8-over-BF16 step ratio, from benchmarks/fp8.py."""
     return fp8.run(args)
 
 
