@@ -108,7 +108,7 @@ def bench_training(rounds: int, tile: int, size: str = "small") -> list[dict[str
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """The benchmark suite's fp8 section: Linear rows, then training-step rows."""
+    """Measure the suite's fp8 section: Linear rows, then training-step rows."""
     tile = getattr(args, "tile", 128)
     return {"rows": bench_linears(args.rounds, tile) + bench_training(args.rounds, tile)}
 

@@ -53,11 +53,12 @@ def test_tiles_have_one_scale_per_1x128_slice():
     assert q[1, 200].float() == E4M3_MAX
     assert q[0, 130].float() == E4M3_MAX
     # An all-zero tile gets a tiny finite scale and stays zero.
-    assert 0 < scale[1, 0] < 1e-12 and torch.all(q[1, :128].float() == 0)
+    assert 0 < scale[1, 0] < 1e-12
+    assert torch.all(q[1, :128].float() == 0)
     assert torch.equal(dequantise_tiles(q, scale)[0, 128:], x[0, 128:])
 
 
-def test_blocks_have_one_scale_per_128x128_block_and_ragged_rows():
+def test_blocks_scale_per_block_ragged_rows():
     w = torch.ones(200, 256)
     w[:128, :128] *= 3.0
     w[130, 250] = -1000.0  # the second row of blocks holds only 72 rows
@@ -163,7 +164,8 @@ def test_torchao_conversion_swaps_the_same_layers(recipe):
     assert converted == set(plan.converted)
     # torchao has no tile, so layers excluded for the tile alone are converted here.
     assert "layers.0.attn.wkv_b" in converted
-    assert "head" not in converted and "layers.1.ffn.gate" in plan.excluded
+    assert "head" not in converted
+    assert "layers.1.ffn.gate" in plan.excluded
 
 
 def test_plan_rejects_unknown_recipe():
@@ -237,9 +239,11 @@ def test_report_pairs_fp8_run_with_bf16_twin(tmp_path, tiny_data_dir):
     assert row["variant"] == "mha-dense-fp8_blockwise-s0"
     assert row["twin"] == "mha-dense-bf16-s0"
     assert row["noise_floor_pair"] == "mha-dense-bf16-s0 vs mha-dense-bf16-s1"
-    assert 0 < row["max_ema_rel_error"] < 0.2 and 0 < row["noise_floor"] < 0.2
+    assert 0 < row["max_ema_rel_error"] < 0.2
+    assert 0 < row["noise_floor"] < 0.2
     markdown = (tmp_path / "report" / "ablation.md").read_text()
-    assert "## FP8 loss parity" in markdown and "no FP8 units" in markdown
+    assert "## FP8 loss parity" in markdown
+    assert "no FP8 units" in markdown
     assert (tmp_path / "report" / "figures" / "fp8_parity.png").stat().st_size > 0
 
 

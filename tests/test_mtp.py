@@ -161,6 +161,6 @@ def test_evaluate_reports_mtp_metrics(mtp_run):
     assert on_disk["mtp"]["depth"] == 1
     assert on_disk["mtp"]["main_loss"] == metrics["val"]["loss"]
     assert 0.0 <= on_disk["mtp"]["acceptance_rate"] <= 1.0
-    # Depth 1 sees the true next token, so its loss is of the main loss's size, not above it.
+    # Depth 1 receives the true next token, so its loss is of the main loss's size, not above it.
     assert 0 < on_disk["mtp"]["loss_depth1"] < math.log(load_run_config(mtp_run).model.vocab_size)
     assert on_disk["axes"]["mtp"] == 1

@@ -149,7 +149,7 @@ def flops_per_token(model: torch.nn.Module, cfg: ModelConfig, seq_len: int) -> F
     only. The embedding lookup is not a matmul, so its weights are excluded unless the head
     shares them. The attention term is 3 * n_layers * n_heads * (qk width + v width) *
     seq_len: QK^T and AV cost 2 * width FLOPs per query and key in the forward pass and twice
-    that backward, and a causal query sees seq_len / 2 keys on average.
+    that backward, and a causal query attends to seq_len / 2 keys on average.
     """
     matmul_params = count_active_parameters(model)
     if not cfg.tie_embeddings:

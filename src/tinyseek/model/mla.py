@@ -119,8 +119,8 @@ class MLA(nn.Module):
             k, v = cache.update(k.to(cache.k.dtype), v.to(cache.v.dtype))  # (B, S, H, ...)
             k, v = k.to(q.dtype), v.to(q.dtype)
 
-        # Without a cache, zero-padding the values to the query/key width lets SDPA pick its
-        # fused kernel, which needs equal widths; the padded output columns are zero.
+        # Without a cache, values are zero-padded to the query/key width because SDPA's fused
+        # kernel needs equal widths. The padded output columns are zero and get dropped.
         pad = self.qk_head_dim - self.v_head_dim if past == 0 and T > 1 else 0
         if pad > 0:
             v = F.pad(v, (0, pad))  # (B, S, H, N + R)

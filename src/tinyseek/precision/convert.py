@@ -92,7 +92,7 @@ def convert_to_fp8(model: nn.Module, recipe: str, tile: int = 128) -> Fp8Plan:
 
 
 def fp8_layers(model: nn.Module) -> dict[str, nn.Linear]:
-    """The model's FP8 Linear layers by name, whichever recipe converted them."""
+    """Return the model's FP8 Linear layers by name, whichever recipe converted them."""
     return {
         name: module
         for name, module in model.named_modules()
@@ -109,6 +109,6 @@ def _is_fp8(module: nn.Module) -> bool:
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    """The module holding the child called name, and the child's attribute name."""
+    """Return the module that contains the child called name, and the attribute name."""
     path, _, child = name.rpartition(".")
     return (model.get_submodule(path) if path else model), child

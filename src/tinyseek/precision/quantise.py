@@ -61,8 +61,8 @@ def quantisation_stats(x: torch.Tensor, scale: torch.Tensor, q: torch.Tensor) ->
     """Overflow, underflow and amax of one quantisation of x with scale broadcast to x.
 
     Overflow is the fraction of values beyond the E4M3 range before the clamp saturated them
-    at 448 (zero with online scaling unless a scale is stale); underflow is the fraction of
-    nonzero values that became zero.
+    at 448. It stays zero with online scaling unless a scale is stale. Underflow is the
+    fraction of nonzero values that became zero.
     """
     x = x.float()
     nonzero = x != 0

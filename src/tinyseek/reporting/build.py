@@ -198,7 +198,7 @@ def figures_section(summary: dict[str, Any], figure_paths: dict[str, Path]) -> S
 
 
 def fp8_parity_section(summary: dict[str, Any], figure_paths: dict[str, Path]) -> Section | None:
-    """Each FP8 run against its BF16 twin, with the BF16 seed-noise floor."""
+    """Build the section that sets each FP8 run against its BF16 twin and the seed noise."""
     rows = summary["fp8_parity"]
     if not rows:
         return None
@@ -224,7 +224,7 @@ def fp8_parity_section(summary: dict[str, Any], figure_paths: dict[str, Path]) -
 
 
 def _markdown_table_html(table: str) -> str:
-    """A small pipe table as HTML (header row, separator, body rows)."""
+    """Convert a small pipe table (header row, separator, body rows) to HTML."""
     lines = [line.strip("|").split("|") for line in table.splitlines()]
     head, body = lines[0], lines[2:]
     return (

@@ -54,7 +54,7 @@ def _key(run: Run, **changes: Any) -> tuple:
 
 
 def fp8_parity(runs: list[Run]) -> list[dict[str, Any]]:
-    """One row per FP8 run that has a BF16 twin (same variant, seed and data order).
+    """Build one row per FP8 run that has a BF16 twin (same variant, seed and data order).
 
     The noise floor is the same error between the twin and a BF16 run that differs only in
     seed; without one the floor is None.
@@ -96,7 +96,7 @@ def _tokens_per_s(run: Run) -> float:
 
 
 def _other_seed(twin: Run, runs: list[Run]) -> Run | None:
-    """A BF16 run identical to twin but for the seed, the lowest seed first."""
+    """Find a BF16 run identical to twin except for the seed, preferring the lowest seed."""
     candidates = [
         run
         for run in runs
@@ -108,7 +108,7 @@ def _other_seed(twin: Run, runs: list[Run]) -> Run | None:
 
 
 def _warmup_steps(run: Run) -> int:
-    """The run's learning-rate warmup, from its resolved config.yaml (0 if it has none)."""
+    """Read the learning-rate warmup from the run's config.yaml (0 if it has none)."""
     path = run.path / "config.yaml"
     if not path.is_file():
         return 0
@@ -139,7 +139,7 @@ def parity_figure(rows: list[dict[str, Any]], path: Path) -> Path | None:
 
 
 def parity_markdown(rows: list[dict[str, Any]]) -> str:
-    """The parity rows as a markdown table."""
+    """Render the parity rows as a markdown table."""
     lines = [
         "| FP8 run | BF16 twin | max EMA rel. error after warmup | BF16 seed-noise floor "
         "| final val loss diff | step time vs twin |",

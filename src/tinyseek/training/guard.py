@@ -27,7 +27,7 @@ class NumericalGuard(L.Callback):
     skip_nonfinite set, the step's gradients are dropped instead, so the optimiser leaves
     the weights alone, and the step is counted in guard/skipped_steps. A finite loss above
     spike_factor times the mean of the last spike_window losses also stops the run. The
-    check runs before the optimiser step, so no checkpoint ever holds the faulty update.
+    check runs before the optimiser step, so no checkpoint ever contains the faulty update.
 
     In distributed runs the loss is averaged over ranks first, so every rank takes the same
     decision and none is left waiting in a collective.
