@@ -59,11 +59,13 @@ def _decode(section: dict[str, Any]) -> str:
 
 
 def _peers(section: dict[str, Any]) -> str:
-    header = ["size", "variant", "peer", "params", "tinyseek tok/s", "HF tok/s", "tinyseek/HF"]
+    header = ["size", "variant", "precision", "peer", "params", "tinyseek tok/s", "HF tok/s"]
+    header.append("tinyseek/HF")
     rows = [
         [
             r["size"],
             r["variant"],
+            r.get("precision", "fp32"),
             r["peer"],
             f"{r['params_tinyseek']:,} / {r['params_hf']:,}",
             f"{r['tinyseek']['tokens_per_s']:.0f}",

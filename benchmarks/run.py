@@ -64,7 +64,8 @@ def run_section(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if name == "peers":
         rows = []
         for size in args.sizes:
-            rows += peers.run(size, 16, 128, rounds=args.rounds, steps=args.steps)
+            precisions = tuple(p for p in args.precisions if p in peers.PRECISIONS)
+            rows += peers.run(size, 16, 128, args.rounds, args.steps, precisions or ("fp32",))
         return {"rows": rows}
     if name == "loop":
         variants = [("mha", "dense"), ("mla", "moe")]

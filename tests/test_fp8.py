@@ -26,6 +26,7 @@ from tinyseek.precision.quantise import (
     E4M3_MAX,
     dequantise_tiles,
     quantise_blocks,
+    quantise_columns,
     quantise_tiles,
     sqnr_db,
 )
@@ -69,6 +70,18 @@ def test_blocks_scale_per_block_ragged_rows():
     assert q[130, 250].float() == -E4M3_MAX
     # Values far below their block's amax lose precision but keep their sign.
     assert q[129, 129].float() == pytest.approx(E4M3_MAX / 1000.0, rel=0.07)
+
+
+def test_column_tiles_equal_row_tiles_of_the_transpose():
+    torch.manual_seed(0)
+    x = torch.randn(256, 96) * torch.logspace(-3, 3, 96)  # columns of very different ranges
+
+    q, scale = quantise_columns(x, 128)  # (2, 128, 96), (2, 96)
+    qt, scale_t = quantise_tiles(x.t().contiguous(), 128)  # (96, 256), (96, 2)
+
+    assert q.shape == (2, 128, 96)
+    assert torch.equal(scale, scale_t.t())
+    assert torch.equal(q.view(torch.uint8).reshape(256, 96).t(), qt.view(torch.uint8))
 
 
 def test_values_saturate_at_448():

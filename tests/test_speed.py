@@ -10,6 +10,7 @@ from torch.testing import assert_close
 from tests.conftest import compose_config, tiny_train_config
 from tinyseek.config import DataConfig, ModelConfig, OptimConfig, to_object
 from tinyseek.data.datamodule import RandomWindows
+from tinyseek.model.attention import attend
 from tinyseek.model.norm import RMSNorm
 from tinyseek.model.rope import apply_rope, rope_tables
 from tinyseek.training.module import LanguageModel, update_biases
@@ -79,6 +80,32 @@ def test_rms_norm_matches_formula():
     x = torch.randn(3, 5, 16)
     expected = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight
     assert_close(norm(x), expected)
+
+
+def test_cpu_attention_under_bf16_autocast_runs_in_fp32():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 16, 8) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), is_causal=True)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(), is_causal=True
+    )
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, expected.bfloat16())
+
+
+def test_moe_gradients_repeat_bitwise():
+    cfg = tiny_model_config(ffn="moe", moe_inter_dim=48, n_routed_experts=8, n_expert_groups=1)
+    model = LanguageModel(cfg, OptimConfig(), max_steps=10, grad_clip=1.0)
+    batch = torch.randint(0, 96, (4, 33), generator=torch.Generator().manual_seed(0))
+
+    grads = []
+    for _ in range(2):
+        model.zero_grad(set_to_none=True)
+        (model.loss(batch) + model.model.aux_loss()).backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
 
 
 def test_batched_bias_update_matches_per_layer():

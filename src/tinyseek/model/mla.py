@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinyseek.config import ModelConfig
-from tinyseek.model.attention import causal_mask
+from tinyseek.model.attention import attend, causal_mask
 from tinyseek.model.cache import KVCache, LatentCache
 from tinyseek.model.norm import RMSNorm
 from tinyseek.model.rope import RotaryEmbedding
@@ -124,7 +124,7 @@ class MLA(nn.Module):
         pad = self.qk_head_dim - self.v_head_dim if past == 0 and T > 1 else 0
         if pad > 0:
             v = F.pad(v, (0, pad))  # (B, S, H, N + R)
-        out = F.scaled_dot_product_attention(
+        out = attend(
             q.transpose(1, 2),  # (B, H, T, N + R)
             k.transpose(1, 2),  # (B, H, S, N + R)
             v.transpose(1, 2),  # (B, H, S, V) or (B, H, S, N + R) when padded

@@ -80,9 +80,46 @@ class Experts(nn.Module):
         offsets = counts.cumsum(0).to(torch.int32)
         dtype = _compute_dtype(x_sorted)
         x_sorted = x_sorted.to(dtype)
-        gate = torch._grouped_mm(x_sorted, self.w1.to(dtype), offs=offsets)  # (M, I)
-        up = torch._grouped_mm(x_sorted, self.w3.to(dtype), offs=offsets)
+        # One grouped GEMM for the gate and up projections: half the kernel launches, and
+        # each expert's GEMM is twice as wide, which small experts need to use the machine.
+        w13 = torch.cat([self.w1.to(dtype), self.w3.to(dtype)], dim=-1)  # (E, D, 2I)
+        gate, up = torch._grouped_mm(x_sorted, w13, offs=offsets).chunk(2, dim=-1)  # (M, I) each
         return torch._grouped_mm(F.silu(gate) * up, self.w2.to(dtype), offs=offsets)  # (M, D)
+
+
+class _Dispatch(torch.autograd.Function):
+    """Copy each token to its K sorted slots; the backward sums the K slot gradients.
+
+    Indexing with repeated token ids would make the backward accumulate in a
+    thread-dependent order; here it gathers the K gradients and sums them in a fixed order,
+    so CPU runs repeat exactly.
+    """
+
+    @staticmethod
+    def forward(ctx, x, order, inverse, top_k):
+        ctx.save_for_backward(inverse)
+        ctx.top_k = top_k
+        return x.index_select(0, order // top_k)  # (M, D)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        per_copy = grad.index_select(0, inverse)  # (M, D) in token-copy order
+        return per_copy.view(-1, ctx.top_k, grad.shape[-1]).sum(dim=1), None, None, None
+
+
+class _PermuteRows(torch.autograd.Function):
+    """x[perm], whose backward is the gather grad[inverse] rather than a scatter."""
+
+    @staticmethod
+    def forward(ctx, x, perm, inverse):
+        ctx.save_for_backward(inverse)
+        return x.index_select(0, perm)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -125,17 +162,16 @@ class MoE(nn.Module):
 
         # Dispatch: sort the N * K token copies by expert
         flat_indices = indices.flatten()  # (M,)
-        order = flat_indices.argsort(stable=True)
-        token_of = order // self.top_k  # source token of each sorted copy
+        order = flat_indices.argsort(stable=True)  # sorted slot -> token copy
+        slots = torch.arange(len(order), device=order.device)
+        inverse = torch.empty_like(order).scatter_(0, order, slots)  # token copy -> sorted slot
         counts = torch.bincount(flat_indices, minlength=self.n_experts)  # (E,)
-        # Copy each token K times, then permute: indexing with repeated indices would make
-        # the backward accumulate in a thread-dependent order, and CPU runs must repeat.
-        copies = x_flat.unsqueeze(1).expand(-1, self.top_k, -1).reshape(-1, D)  # (M, D)
-        routed = self.experts(copies[order], counts)  # (M, D)
+        x_sorted = _Dispatch.apply(x_flat, order, inverse, self.top_k)  # (M, D)
+        routed = self.experts(x_sorted, counts)  # (M, D)
 
-        # Combine: weight each copy by its gate and add it back to its token
-        routed = routed * weights.flatten()[order].unsqueeze(-1).to(routed.dtype)
-        out = torch.zeros_like(x_flat, dtype=routed.dtype).index_add_(0, token_of, routed)
+        # Combine: back to token order, then the gate-weighted sum over each token's K copies
+        routed = _PermuteRows.apply(routed, inverse, order).view(-1, self.top_k, D)  # (N, K, D)
+        out = (routed * weights.unsqueeze(-1).to(routed.dtype)).sum(dim=1)  # (N, D)
         if self.shared_experts is not None:
             out = out + self.shared_experts(x_flat)
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tinyseek.precision.quantise import quantise_blocks, quantise_tiles
+from tinyseek.precision.quantise import E4M3, quantise_blocks, quantise_columns, quantise_tiles
 
 
 def blockwise_mm(
@@ -23,26 +23,35 @@ def blockwise_mm(
     a_scale (M, K // tile) has one scale per row and K-slice, b_scale (K // tile, N) one per
     K-slice and column. Each K-slice is a rowwise-scaled FP8 GEMM with an FP32 result.
     """
-    # NOTE: this is the portable path (CPU and any GPU with _scaled_mm). A fused Hopper kernel
-    # that promotes partial sums inside the GEMM could replace the loop behind this signature.
     m, k = a.shape
     n = b.shape[1]
     slices = k // tile
-    # One copy each into slice-major layouts: A slices row-major, B slices column-major,
-    # as _scaled_mm wants them.
-    a_slices = a.reshape(m, slices, tile).transpose(0, 1).contiguous()  # (S, M, tile)
-    b_slices = b.t().reshape(n, slices, tile).transpose(0, 1).contiguous()  # (S, N, tile)
-    a_scale = a_scale.t().unsqueeze(-1).contiguous()  # (S, M, 1)
-    b_scale = b_scale.unsqueeze(1).contiguous()  # (S, 1, N)
+    a_slices = a.reshape(m, slices, tile).transpose(0, 1)  # (S, M, tile)
+    b_slices = b.reshape(slices, tile, n)  # (S, tile, N)
+    return sliced_mm(a_slices, a_scale.t().unsqueeze(-1), b_slices, b_scale.unsqueeze(1))
+
+
+def sliced_mm(
+    a_slices: torch.Tensor, a_scale: torch.Tensor, b_slices: torch.Tensor, b_scale: torch.Tensor
+) -> torch.Tensor:
+    """Sum over s of the FP8 products a_slices[s] (M, tile) @ b_slices[s] (tile, N), in FP32.
+
+    a_scale (S, M, 1) scales the rows of each A slice and b_scale (S, 1, N) the columns of
+    each B slice, so every slice is one rowwise-scaled torch._scaled_mm.
+    """
+    # NOTE: this is the portable path (CPU and any GPU with _scaled_mm). A fused Hopper kernel
+    # that promotes partial sums inside the GEMM could replace the loop behind this signature.
+    a_slices = a_slices.contiguous()  # row-major A, as _scaled_mm wants it
+    a_scale, b_scale = a_scale.contiguous(), b_scale.contiguous()
+    # GPUs want B column-major. The CPU kernel converts both operands to FP32 either way,
+    # so there a row-major B saves a copy.
+    column_major = b_slices.device.type != "cpu"
 
     out = None
-    for s in range(slices):
+    for s in range(a_slices.shape[0]):
+        b = b_slices[s].t().contiguous().t() if column_major else b_slices[s]
         part = torch._scaled_mm(
-            a_slices[s],
-            b_slices[s].t(),  # (tile, N), column-major
-            scale_a=a_scale[s],
-            scale_b=b_scale[s],
-            out_dtype=torch.float32,
+            a_slices[s], b, scale_a=a_scale[s], scale_b=b_scale[s], out_dtype=torch.float32
         )
         out = part if out is None else out.add_(part)
     return out
@@ -53,6 +62,8 @@ def _pad_to(x: torch.Tensor, dim: int, multiple: int) -> torch.Tensor:
     extra = -x.shape[dim] % multiple
     if extra == 0:
         return x
+    if x.dtype == E4M3:  # F.pad has no FP8 kernel; pad the raw bytes (0 is +0.0)
+        return _pad_to(x.view(torch.uint8), dim, multiple).view(E4M3)
     pad = [0, 0] * (x.dim() - 1 - dim) + [0, extra]
     return F.pad(x, pad)
 
@@ -91,14 +102,19 @@ class _BlockwiseLinearFunction(torch.autograd.Function):
 
         # Input gradient dX = dY W: contraction over N, so dY is tiled along N.
         dy_q, dy_scale = quantise_tiles(_pad_to(dy, 1, tile), tile)  # (M, N_pad)
-        w_rows = w_q if n % tile == 0 else _pad_to(w_q.view(torch.uint8), 0, tile).view(w_q.dtype)
-        b_scale = w_scale.repeat_interleave(tile, dim=1)  # (N_pad / tile, K)
-        grad_x = blockwise_mm(dy_q, dy_scale, w_rows, b_scale, tile)  # (M, K)
+        b_scale = w_scale.repeat_interleave(tile, dim=1)[:, :k]  # (N_pad / tile, K)
+        grad_x = blockwise_mm(dy_q, dy_scale, _pad_to(w_q, 0, tile), b_scale, tile)  # (M, K)
 
-        # Weight gradient dW = dY^T X: contraction over tokens, so both are tiled along M.
-        dyt_q, dyt_scale = quantise_tiles(_pad_to(dy.t(), 1, tile), tile)  # (N, M_pad)
-        xt_q, xt_scale = quantise_tiles(_pad_to(x2.t(), 1, tile), tile)  # (K, M_pad)
-        grad_w = blockwise_mm(dyt_q, dyt_scale, xt_q.t(), xt_scale.t(), tile)  # (N, K)
+        # Weight gradient dW = sum over token slices s of dY_s^T X_s: both operands are
+        # tiled along the tokens, quantised in place rather than from transposed copies.
+        dyt_q, dyt_scale = quantise_columns(_pad_to(dy, 0, tile), tile)  # (S, tile, N), (S, N)
+        xt_q, xt_scale = quantise_columns(_pad_to(x2, 0, tile), tile)  # (S, tile, K), (S, K)
+        grad_w = sliced_mm(
+            dyt_q.transpose(1, 2),  # (S, N, tile)
+            dyt_scale.unsqueeze(-1),  # (S, N, 1)
+            xt_q,
+            xt_scale.unsqueeze(1),  # (S, 1, K)
+        )  # (N, K)
 
         grad_x = grad_x.to(ctx.input_dtype).reshape(ctx.input_shape)
         return grad_x, grad_w, None
