@@ -105,8 +105,8 @@ class _BlockwiseLinearFunction(torch.autograd.Function):
         b_scale = w_scale.repeat_interleave(tile, dim=1)[:, :k]  # (N_pad / tile, K)
         grad_x = blockwise_mm(dy_q, dy_scale, _pad_to(w_q, 0, tile), b_scale, tile)  # (M, K)
 
-        # Weight gradient dW = sum over token slices s of dY_s^T X_s: both operands are
-        # tiled along the tokens, quantised in place rather than from transposed copies.
+        # Weight gradient dW = sum over token slices s of dY_s^T X_s. Both operands are tiled
+        # along the tokens and quantised as they lie, without transposed FP32 copies.
         dyt_q, dyt_scale = quantise_columns(_pad_to(dy, 0, tile), tile)  # (S, tile, N), (S, N)
         xt_q, xt_scale = quantise_columns(_pad_to(x2, 0, tile), tile)  # (S, tile, K), (S, K)
         grad_w = sliced_mm(

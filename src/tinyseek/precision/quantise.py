@@ -53,7 +53,7 @@ def quantise_blocks(w: torch.Tensor, tile: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def _amax(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
-    """max |x| over dim, as two reductions: x.abs() would allocate a temporary as large as x."""
+    """max |x| over dim, as two reductions, because x.abs() would allocate a copy of x."""
     return torch.maximum(x.amax(dim=dim), x.amin(dim=dim).neg_())
 
 
