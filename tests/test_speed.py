@@ -11,6 +11,7 @@ from tests.conftest import compose_config, tiny_train_config
 from tinyseek.config import DataConfig, ModelConfig, OptimConfig, to_object
 from tinyseek.data.datamodule import RandomWindows
 from tinyseek.model.attention import attend
+from tinyseek.model.moe import Experts
 from tinyseek.model.norm import RMSNorm
 from tinyseek.model.rope import apply_rope, rope_tables
 from tinyseek.training.module import LanguageModel, update_biases
@@ -92,6 +93,18 @@ def test_cpu_attention_under_bf16_autocast_runs_in_fp32():
     )
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, expected.bfloat16())
+
+
+def test_cpu_expert_gemms_stay_fp32_under_bf16_autocast():
+    experts = Experts(n_experts=4, dim=16, inter_dim=8)
+    torch.nn.init.normal_(experts.w1)
+    x_sorted = torch.randn(10, 16).bfloat16()
+    counts = torch.tensor([3, 0, 5, 2])
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = experts(x_sorted, counts)
+
+    assert out.dtype == torch.float32
 
 
 def test_moe_gradients_repeat_bitwise():
