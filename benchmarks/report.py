@@ -20,7 +20,7 @@ def _train(section: dict[str, Any]) -> str:
     for r in section["rows"]:
         variant = f"{r['attention']}-{r['ffn']}"
         if "error" in r:
-            failed = "failed: " + r["error"]
+            failed = "failed: " + " ".join(r["error"].split())  # one line per table cell
             rows.append([r["size"], variant, r["precision"], failed, "", "", "", ""])
             continue
         rows.append(
@@ -59,7 +59,8 @@ def _decode(section: dict[str, Any]) -> str:
 
 
 def _peers(section: dict[str, Any]) -> str:
-    header = ["size", "variant", "precision", "peer", "params", "tinyseek tok/s", "HF tok/s"]
+    header = ["size", "variant", "precision", "peer", "params (tinyseek / HF)", "tinyseek tok/s"]
+    header.append("HF tok/s")
     header.append("tinyseek/HF")
     rows = [
         [

@@ -1,6 +1,6 @@
 """Run the benchmark suite and write results.json and results.md.
 
-python -m benchmarks.run                                   # everything, about 15 minutes
+python -m benchmarks.run                                   # default sections, a few minutes
 python -m benchmarks.run --sections peers,loop --rounds 7  # a subset, more rounds
 python -m benchmarks.run --sizes tiny --precisions fp32,bf16,fp8_blockwise
 python -m benchmarks.run --sections compile                # eager against torch.compile
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from benchmarks import compiled, fp8, loop, mla_decode, peers, train_variants
-from benchmarks.common import environment
+from benchmarks.common import CONF, environment
 from benchmarks.report import render_markdown
 from tinyseek.io import write_json, write_text
 
@@ -65,7 +65,10 @@ def run_section(name: str, args: argparse.Namespace) -> dict[str, Any]:
         rows = []
         for size in args.sizes:
             precisions = tuple(p for p in args.precisions if p in peers.PRECISIONS)
-            rows += peers.run(size, 16, 128, args.rounds, args.steps, precisions or ("fp32",))
+            if not precisions:
+                log.warning("peers run in fp32 or bf16 only; none given, so they run in fp32")
+                precisions = ("fp32",)
+            rows += peers.run(size, 16, 128, args.rounds, args.steps, precisions)
         return {"rows": rows}
     if name == "loop":
         variants = [("mha", "dense"), ("mla", "moe")]
@@ -85,7 +88,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--sizes", default="tiny,small", help="model presets (conf/model)")
     parser.add_argument("--precisions", default="fp32,bf16", help="precision presets")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds, at least 5")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds; 5 or more give a steady median"
+    )
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", default="benchmarks/results", help="output folder")
@@ -93,12 +98,29 @@ def parse_args() -> argparse.Namespace:
     args.sections = args.sections.split(",")
     args.sizes = args.sizes.split(",")
     args.precisions = args.precisions.split(",")
-    unknown = sorted(set(args.sections) - set(SECTIONS))
-    if unknown:
-        parser.error(f"unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
-    if args.rounds < 1 or args.steps < 1:
-        parser.error("--rounds and --steps must be positive")
+    _check_choices(parser, "--sections", args.sections, SECTIONS)
+    _check_choices(parser, "--sizes", args.sizes, _presets("model"))
+    _check_choices(parser, "--precisions", args.precisions, _presets("precision"))
+    for option, value in (("--rounds", args.rounds), ("--steps", args.steps)):
+        if value < 1:
+            parser.error(f"{option}={value} is invalid: give a positive number")
     return args
+
+
+def _presets(group: str) -> tuple[str, ...]:
+    """Names of the Hydra presets in conf/<group>/."""
+    return tuple(sorted(path.stem for path in (CONF / group).glob("*.yaml")))
+
+
+def _check_choices(
+    parser: argparse.ArgumentParser, option: str, values: list[str], choices: tuple[str, ...]
+) -> None:
+    """Stop with a usage error before any work when a comma-separated value is not a choice."""
+    unknown = [repr(value) for value in values if value not in choices]
+    if unknown:
+        parser.error(
+            f"{option}: unknown value(s) {', '.join(unknown)}; choose from {', '.join(choices)}"
+        )
 
 
 def main() -> None:

@@ -54,3 +54,14 @@ def test_run_writes_results_json_and_markdown(tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     assert "## Forward + backward against Hugging Face transformers" in markdown
     assert "## Lightning step against a bare PyTorch loop" in markdown
+
+
+def test_run_rejects_unknown_size_before_any_work(tmp_path):
+    command = [sys.executable, "-m", "benchmarks.run", "--sections", "peers"]
+    command += ["--sizes", "tiny,huge", "--out", str(tmp_path / "out")]
+
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 2
+    assert "--sizes: unknown value(s) 'huge'; choose from" in result.stderr
+    assert not (tmp_path / "out").exists()
