@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmarks.common import interleave, random_batch, train_config
+from benchmarks.report import markdown_table
 from tinyseek.model import Transformer
 from tinyseek.precision import Float8BlockwiseLinear, convert_to_fp8
 
@@ -119,9 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(str(row[key]) for key in header) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(header, [[str(row[key]) for key in header] for row in rows])
 
 
 def main() -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 MIB = 2**20
 
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+"""A table column: its header and the function that formats its cell from a result row."""
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """Render a markdown table of string cells."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -39,58 +44,50 @@ def _train(section: dict[str, Any]) -> str:
         "MFU divides by the square-matmul rate measured in the same process right after the "
         "variant's steps (FP32 for fp32, BF16 otherwise)."
     )
-    return note + "\n\n" + _table(header, rows)
+    return note + "\n\n" + markdown_table(header, rows)
 
 
-def _decode(section: dict[str, Any]) -> str:
-    header = ["size", "batch", "naive tok/s", "absorbed tok/s", "absorbed/naive", "KV B/token"]
-    rows = [
-        [
-            r["size"],
-            str(r["batch_size"]),
-            f"{r['naive_tokens_per_s']:.0f}",
-            f"{r['absorbed_tokens_per_s']:.0f}",
-            f"{r['absorbed_over_naive']:.2f}x",
-            f"{r['naive_kv_bytes_per_token']:.0f} -> {r['absorbed_kv_bytes_per_token']:.0f}",
-        ]
-        for r in section["rows"]
-    ]
-    return _table(header, rows)
+def _column_table(rows: list[dict[str, Any]], columns: list[Column]) -> str:
+    """Render one markdown row per result row, one cell per (header, format) column."""
+    header = [name for name, _ in columns]
+    return markdown_table(header, [[cell(row) for _, cell in columns] for row in rows])
 
 
-def _peers(section: dict[str, Any]) -> str:
-    header = ["size", "variant", "precision", "peer", "params (tinyseek / HF)", "tinyseek tok/s"]
-    header.append("HF tok/s")
-    header.append("tinyseek/HF")
-    rows = [
-        [
-            r["size"],
-            r["variant"],
-            r.get("precision", "fp32"),
-            r["peer"],
-            f"{r['params_tinyseek']:,} / {r['params_hf']:,}",
-            f"{r['tinyseek']['tokens_per_s']:.0f}",
-            f"{r['hf']['tokens_per_s']:.0f}",
-            f"{r['speedup']:.2f}x",
-        ]
-        for r in section["rows"]
-    ]
-    return _table(header, rows)
-
-
-def _loop(section: dict[str, Any]) -> str:
-    header = ["variant", "batch x seq", "Lightning ms", "bare loop ms", "Lightning/bare"]
-    rows = [
-        [
-            r["variant"],
-            f"{r['batch_size']} x {r['seq_len']}",
-            f"{r['lightning_step_s'] * 1e3:.1f}",
-            f"{r['bare_step_s'] * 1e3:.1f}",
-            f"{r['lightning_over_bare']:.2f}x",
-        ]
-        for r in section["rows"]
-    ]
-    return _table(header, rows)
+DECODE_COLUMNS: list[Column] = [
+    ("size", lambda r: r["size"]),
+    ("batch", lambda r: str(r["batch_size"])),
+    ("naive tok/s", lambda r: f"{r['naive_tokens_per_s']:.0f}"),
+    ("absorbed tok/s", lambda r: f"{r['absorbed_tokens_per_s']:.0f}"),
+    ("absorbed/naive", lambda r: f"{r['absorbed_over_naive']:.2f}x"),
+    (
+        "KV B/token",
+        lambda r: f"{r['naive_kv_bytes_per_token']:.0f} -> {r['absorbed_kv_bytes_per_token']:.0f}",
+    ),
+]
+PEERS_COLUMNS: list[Column] = [
+    ("size", lambda r: r["size"]),
+    ("variant", lambda r: r["variant"]),
+    ("precision", lambda r: r.get("precision", "fp32")),
+    ("peer", lambda r: r["peer"]),
+    ("params (tinyseek / HF)", lambda r: f"{r['params_tinyseek']:,} / {r['params_hf']:,}"),
+    ("tinyseek tok/s", lambda r: f"{r['tinyseek']['tokens_per_s']:.0f}"),
+    ("HF tok/s", lambda r: f"{r['hf']['tokens_per_s']:.0f}"),
+    ("tinyseek/HF", lambda r: f"{r['speedup']:.2f}x"),
+]
+LOOP_COLUMNS: list[Column] = [
+    ("variant", lambda r: r["variant"]),
+    ("batch x seq", lambda r: f"{r['batch_size']} x {r['seq_len']}"),
+    ("Lightning ms", lambda r: f"{r['lightning_step_s'] * 1e3:.1f}"),
+    ("bare loop ms", lambda r: f"{r['bare_step_s'] * 1e3:.1f}"),
+    ("Lightning/bare", lambda r: f"{r['lightning_over_bare']:.2f}x"),
+]
+COMPILE_COLUMNS: list[Column] = [
+    ("variant", lambda r: r["variant"]),
+    ("compile s", lambda r: f"{r['compile_s']:.0f}"),
+    ("eager tok/s", lambda r: f"{r['eager']['tokens_per_s']:.0f}"),
+    ("compiled tok/s", lambda r: f"{r['compiled']['tokens_per_s']:.0f}"),
+    ("compiled/eager", lambda r: f"{r['compiled_speedup']:.2f}x"),
+]
 
 
 def _fp8(section: dict[str, Any]) -> str:
@@ -100,31 +97,28 @@ def _fp8(section: dict[str, Any]) -> str:
     if not rows:
         return "No rows."
     header = list(rows[0])
-    return _table(header, [[str(r.get(key, "")) for key in header] for r in rows])
-
-
-def _compile(section: dict[str, Any]) -> str:
-    header = ["variant", "compile s", "eager tok/s", "compiled tok/s", "compiled/eager"]
-    rows = [
-        [
-            r["variant"],
-            f"{r['compile_s']:.0f}",
-            f"{r['eager']['tokens_per_s']:.0f}",
-            f"{r['compiled']['tokens_per_s']:.0f}",
-            f"{r['compiled_speedup']:.2f}x",
-        ]
-        for r in section["rows"]
-    ]
-    return _table(header, rows)
+    return markdown_table(header, [[str(r.get(key, "")) for key in header] for r in rows])
 
 
 RENDERERS = {
     "train": ("Training throughput, MFU and memory", _train),
-    "decode": ("MLA decoding: naive against absorbed", _decode),
-    "peers": ("Forward + backward against Hugging Face transformers", _peers),
-    "loop": ("Lightning step against a bare PyTorch loop", _loop),
+    "decode": (
+        "MLA decoding: naive against absorbed",
+        lambda section: _column_table(section["rows"], DECODE_COLUMNS),
+    ),
+    "peers": (
+        "Forward + backward against Hugging Face transformers",
+        lambda section: _column_table(section["rows"], PEERS_COLUMNS),
+    ),
+    "loop": (
+        "Lightning step against a bare PyTorch loop",
+        lambda section: _column_table(section["rows"], LOOP_COLUMNS),
+    ),
     "fp8": ("FP8", _fp8),
-    "compile": ("compile=true against eager", _compile),
+    "compile": (
+        "compile=true against eager",
+        lambda section: _column_table(section["rows"], COMPILE_COLUMNS),
+    ),
 }
 
 

@@ -62,12 +62,12 @@ def run_section(name: str, args: argparse.Namespace) -> dict[str, Any]:
             )
         return {"rows": rows}
     if name == "peers":
+        precisions = tuple(p for p in args.precisions if p in peers.PRECISIONS)
+        if not precisions:
+            log.warning("peers run in fp32 or bf16 only; none given, so they run in fp32")
+            precisions = ("fp32",)
         rows = []
         for size in args.sizes:
-            precisions = tuple(p for p in args.precisions if p in peers.PRECISIONS)
-            if not precisions:
-                log.warning("peers run in fp32 or bf16 only; none given, so they run in fp32")
-                precisions = ("fp32",)
             rows += peers.run(size, 16, 128, args.rounds, args.steps, precisions)
         return {"rows": rows}
     if name == "loop":

@@ -88,7 +88,7 @@ def attend(
     scale: float | None = None,
     enable_gqa: bool = False,
 ) -> torch.Tensor:
-    """scaled_dot_product_attention of q (B, H, T, D), k and v (B, K, S, D), FP32 on CPU.
+    """Run scaled_dot_product_attention on q (B, H, T, D), k and v (B, K, S, D), in FP32 on CPU.
 
     With torch 2.13 on CPU, the fused attention kernel runs about twice as fast in FP32 as
     in BF16 at the head widths of the ablation models (16 to 32). Under BF16 autocast the

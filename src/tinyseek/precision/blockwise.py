@@ -62,7 +62,7 @@ def _pad_to(x: torch.Tensor, dim: int, multiple: int) -> torch.Tensor:
     extra = -x.shape[dim] % multiple
     if extra == 0:
         return x
-    if x.dtype == E4M3:  # F.pad has no FP8 kernel; pad the raw bytes (0 is +0.0)
+    if x.dtype == E4M3:  # F.pad has no FP8 kernel, so pad the raw bytes (byte 0 is +0.0)
         return _pad_to(x.view(torch.uint8), dim, multiple).view(E4M3)
     pad = [0, 0] * (x.dim() - 1 - dim) + [0, extra]
     return F.pad(x, pad)
