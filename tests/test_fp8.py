@@ -20,11 +20,13 @@ from tinyseek.config import (
 )
 from tinyseek.evaluation.run import evaluate
 from tinyseek.model import Transformer
-from tinyseek.precision import Float8BlockwiseLinear, blockwise_linear, blockwise_mm, plan_fp8
+from tinyseek.precision import Float8BlockwiseLinear, blockwise, blockwise_linear, blockwise_mm, plan_fp8
 from tinyseek.precision.convert import convert_to_fp8, fp8_layers
 from tinyseek.precision.quantise import (
+    E4M3,
     E4M3_MAX,
     dequantise_tiles,
+    e4m3_to_float,
     quantise_blocks,
     quantise_columns,
     quantise_tiles,
@@ -128,6 +130,47 @@ def test_blockwise_linear_matches_bf16_linear(tokens):
     assert relative(fp8_grads[0], x.grad) < 0.06
     assert relative(fp8_grads[1], linear.weight.grad) < 0.06
     assert fp8_grads[1].dtype == torch.float32  # FP32 master-weight gradient
+
+
+def test_e4m3_to_float_is_exact_for_every_finite_byte():
+    values = torch.arange(256, dtype=torch.uint8).view(E4M3)
+    finite = ~values.float().isnan()
+
+    converted = e4m3_to_float(values)
+
+    assert torch.equal(converted[finite], values.float()[finite])
+    assert torch.equal(converted[finite].signbit(), values.float()[finite].signbit())  # -0.0
+
+
+@pytest.mark.parametrize("tokens", [256, 300])
+def test_emulated_gemms_equal_per_slice_scaled_mm(monkeypatch, tokens):
+    # Without FP8 units the Linear multiplies dequantised FP32 operands; forcing the GPU
+    # path runs the per-slice torch._scaled_mm GEMMs on the same E4M3 values instead.
+    torch.manual_seed(0)
+    x = torch.randn(tokens, 384) * torch.logspace(-2, 2, 384)
+    weight = torch.randn(192, 384)
+    grad = torch.randn(tokens, 192)
+
+    def run() -> tuple[torch.Tensor, ...]:
+        x_leaf, w_leaf = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        y = blockwise_linear(x_leaf, w_leaf, tile=128)
+        y.backward(grad)
+        return y, x_leaf.grad, w_leaf.grad
+
+    emulated = run()
+    monkeypatch.setattr(blockwise, "has_fp8_units", lambda device: True)
+    sliced = run()
+
+    for a, b in zip(emulated, sliced, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+
+
+def test_nan_input_survives_the_emulated_gemm():
+    x = torch.ones(4, 128)
+    x[1, 7] = float("nan")
+    y = blockwise_linear(x, torch.ones(8, 128), tile=128)
+    assert y[1].isnan().all()
+    assert not y[[0, 2, 3]].isnan().any()
 
 
 def test_blockwise_linear_keeps_leading_dims_and_autocast_dtype():

@@ -1,9 +1,15 @@
 """DeepSeek-V3's blockwise FP8 Linear: E4M3 in all three GEMMs, FP32 accumulation per K-slice.
 
 Activations and output gradients are quantised in 1 x tile tiles, weights in tile x tile
-blocks. A GEMM runs one K-slice of width tile at a time, as an FP8 product with one scale
-per row of A and per column of B. The tile and block scales thus apply exactly where
-DeepSeek promotes the partial sums to FP32.
+blocks. On a GPU with FP8 units a GEMM runs one K-slice of width tile at a time, as an FP8
+product with one scale per row of A and per column of B. The tile and block scales thus
+apply exactly where DeepSeek promotes the partial sums to FP32.
+
+Without FP8 units (CPUs, older GPUs) every FP8 GEMM is an emulation: torch._scaled_mm
+itself converts both operands to FP32 there. This module then converts each E4M3 operand
+to FP32 once, multiplies in its tile or block scales and runs one FP32 GEMM over the whole
+K. The sum is the same as the per-slice one; only the FP32 rounding order differs, and the
+E4M3 values, the quantisation under study, are identical.
 """
 
 from __future__ import annotations
@@ -12,7 +18,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tinyseek.precision.quantise import E4M3, quantise_blocks, quantise_columns, quantise_tiles
+from tinyseek.precision.quantise import (
+    E4M3,
+    dequantise_blocks,
+    dequantise_columns,
+    dequantise_tiles,
+    quantise_blocks,
+    quantise_columns,
+    quantise_tiles,
+)
 
 
 def blockwise_mm(
@@ -68,6 +82,52 @@ def _pad_to(x: torch.Tensor, dim: int, multiple: int) -> torch.Tensor:
     return F.pad(x, pad)
 
 
+def has_fp8_units(device: torch.device) -> bool:
+    """Whether device multiplies E4M3 in hardware: CUDA GPUs of compute capability 8.9 and up."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def _fp8_gradients(
+    dy: torch.Tensor, x2: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, tile: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """dX (M, K) and dW (N, K) from dY (M, N) as per-slice FP8 GEMMs."""
+    n, k = w_q.shape
+
+    # Input gradient dX = dY W: contraction over N, so dY is tiled along N.
+    dy_q, dy_scale = quantise_tiles(_pad_to(dy, 1, tile), tile)  # (M, N_pad)
+    b_scale = w_scale.repeat_interleave(tile, dim=1)[:, :k]  # (N_pad / tile, K)
+    grad_x = blockwise_mm(dy_q, dy_scale, _pad_to(w_q, 0, tile), b_scale, tile)  # (M, K)
+
+    # Weight gradient dW = sum over token slices s of dY_s^T X_s. Both operands are tiled
+    # along the tokens and quantised as they lie, without transposed FP32 copies.
+    dyt_q, dyt_scale = quantise_columns(_pad_to(dy, 0, tile), tile)  # (S, tile, N), (S, N)
+    xt_q, xt_scale = quantise_columns(_pad_to(x2, 0, tile), tile)  # (S, tile, K), (S, K)
+    grad_w = sliced_mm(
+        dyt_q.transpose(1, 2),  # (S, N, tile)
+        dyt_scale.unsqueeze(-1),  # (S, N, 1)
+        xt_q,
+        xt_scale.unsqueeze(1),  # (S, 1, K)
+    )  # (N, K)
+    return grad_x, grad_w
+
+
+def _emulated_gradients(
+    dy: torch.Tensor, x2: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, tile: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same quantisation as _fp8_gradients, with FP32 GEMMs over dequantised operands."""
+    n = dy.shape[1]
+
+    dy_q, dy_scale = quantise_tiles(_pad_to(dy, 1, tile), tile)  # (M, N_pad)
+    dy_rows = dequantise_tiles(dy_q, dy_scale)[:, :n]  # (M, N)
+    grad_x = dy_rows @ dequantise_blocks(w_q, w_scale, tile)  # (M, K)
+
+    # Tiled along the tokens; padded rows are zeros and drop out of the sum.
+    dy_columns = dequantise_columns(*quantise_columns(_pad_to(dy, 0, tile), tile))  # (M_pad, N)
+    x_columns = dequantise_columns(*quantise_columns(_pad_to(x2, 0, tile), tile))  # (M_pad, K)
+    grad_w = dy_columns.t() @ x_columns  # (N, K)
+    return grad_x, grad_w
+
+
 class _BlockwiseLinearFunction(torch.autograd.Function):
     """y = x W^T with the forward, input-gradient and weight-gradient GEMMs in FP8."""
 
@@ -83,9 +143,13 @@ class _BlockwiseLinearFunction(torch.autograd.Function):
 
         x_q, x_scale = quantise_tiles(x2, tile)  # (M, K), (M, K / tile)
         w_q, w_scale = quantise_blocks(weight, tile)  # (N, K), (Nb, K / tile)
-        # Block scales as per-slice column scales of B = W^T (K, N).
-        b_scale = w_scale.t().repeat_interleave(tile, dim=1)[:, :n]  # (K / tile, N)
-        y = blockwise_mm(x_q, x_scale, w_q.t(), b_scale, tile)  # (M, N)
+        if has_fp8_units(x.device):
+            # Block scales as per-slice column scales of B = W^T (K, N).
+            b_scale = w_scale.t().repeat_interleave(tile, dim=1)[:, :n]  # (K / tile, N)
+            y = blockwise_mm(x_q, x_scale, w_q.t(), b_scale, tile)  # (M, N)
+        else:
+            w = dequantise_blocks(w_q, w_scale, tile)  # (N, K)
+            y = dequantise_tiles(x_q, x_scale) @ w.t()  # (M, N)
 
         ctx.save_for_backward(x2, w_q, w_scale)
         ctx.tile = tile
@@ -97,24 +161,11 @@ class _BlockwiseLinearFunction(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         x2, w_q, w_scale = ctx.saved_tensors
         tile = ctx.tile
-        n, k = w_q.shape
-        dy = grad_out.reshape(-1, n).float()  # (M, N)
-
-        # Input gradient dX = dY W: contraction over N, so dY is tiled along N.
-        dy_q, dy_scale = quantise_tiles(_pad_to(dy, 1, tile), tile)  # (M, N_pad)
-        b_scale = w_scale.repeat_interleave(tile, dim=1)[:, :k]  # (N_pad / tile, K)
-        grad_x = blockwise_mm(dy_q, dy_scale, _pad_to(w_q, 0, tile), b_scale, tile)  # (M, K)
-
-        # Weight gradient dW = sum over token slices s of dY_s^T X_s. Both operands are tiled
-        # along the tokens and quantised as they lie, without transposed FP32 copies.
-        dyt_q, dyt_scale = quantise_columns(_pad_to(dy, 0, tile), tile)  # (S, tile, N), (S, N)
-        xt_q, xt_scale = quantise_columns(_pad_to(x2, 0, tile), tile)  # (S, tile, K), (S, K)
-        grad_w = sliced_mm(
-            dyt_q.transpose(1, 2),  # (S, N, tile)
-            dyt_scale.unsqueeze(-1),  # (S, N, 1)
-            xt_q,
-            xt_scale.unsqueeze(1),  # (S, 1, K)
-        )  # (N, K)
+        dy = grad_out.reshape(-1, w_q.shape[0]).float()  # (M, N)
+        if has_fp8_units(dy.device):
+            grad_x, grad_w = _fp8_gradients(dy, x2, w_q, w_scale, tile)
+        else:
+            grad_x, grad_w = _emulated_gradients(dy, x2, w_q, w_scale, tile)
 
         grad_x = grad_x.to(ctx.input_dtype).reshape(ctx.input_shape)
         return grad_x, grad_w, None
