@@ -20,7 +20,13 @@ from tinyseek.config import (
 )
 from tinyseek.evaluation.run import evaluate
 from tinyseek.model import Transformer
-from tinyseek.precision import Float8BlockwiseLinear, blockwise, blockwise_linear, blockwise_mm, plan_fp8
+from tinyseek.precision import (
+    Float8BlockwiseLinear,
+    blockwise,
+    blockwise_linear,
+    blockwise_mm,
+    plan_fp8,
+)
 from tinyseek.precision.convert import convert_to_fp8, fp8_layers
 from tinyseek.precision.quantise import (
     E4M3,

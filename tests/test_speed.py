@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.testing import assert_close
 
 from tests.conftest import compose_config, tiny_train_config
 from tinyseek.config import DataConfig, ModelConfig, OptimConfig, to_object
 from tinyseek.data.datamodule import RandomWindows
 from tinyseek.model.attention import attend
+from tinyseek.model.loss import cross_entropy
 from tinyseek.model.moe import Experts
 from tinyseek.model.norm import RMSNorm
 from tinyseek.model.rope import apply_rope, rope_tables
@@ -81,6 +83,23 @@ def test_rms_norm_matches_formula():
     x = torch.randn(3, 5, 16)
     expected = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight
     assert_close(norm(x), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cross_entropy_matches_torch(dtype):
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(4, 9, 50)).to(dtype).requires_grad_()
+    targets = torch.randint(0, 50, (4, 9))
+    grad = torch.tensor(0.7)
+
+    loss = cross_entropy(logits, targets)
+    (ours,) = torch.autograd.grad(loss, logits, grad)
+    reference = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    (theirs,) = torch.autograd.grad(reference, logits, grad)
+
+    assert_close(loss, reference)
+    assert ours.dtype == dtype
+    assert_close(ours, theirs)
 
 
 def test_cpu_attention_under_bf16_autocast_runs_in_fp32():

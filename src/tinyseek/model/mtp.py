@@ -12,10 +12,10 @@ Shape legend: B batch, T positions, D dim, V vocab_size.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tinyseek.config import ModelConfig
+from tinyseek.model.loss import cross_entropy
 from tinyseek.model.norm import RMSNorm
 
 
@@ -90,6 +90,5 @@ def mtp_losses(mtp_logits: list[torch.Tensor], window: torch.Tensor) -> list[tor
     losses = []
     for k, logits in enumerate(mtp_logits, start=1):
         targets = window[:, k + 1 :]  # (B, T - k)
-        # The softmax runs in float32 even under bf16 autocast, as for the main loss.
-        losses.append(F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()))
+        losses.append(cross_entropy(logits, targets))
     return losses

@@ -5,10 +5,10 @@ blocks. On a GPU with FP8 units a GEMM runs one K-slice of width tile at a time,
 product with one scale per row of A and per column of B. The tile and block scales thus
 apply exactly where DeepSeek promotes the partial sums to FP32.
 
-Without FP8 units (CPUs, older GPUs) every FP8 GEMM is an emulation: torch._scaled_mm
-itself converts both operands to FP32 there. This module then converts each E4M3 operand
-to FP32 once, multiplies in its tile or block scales and runs one FP32 GEMM over the whole
-K. The sum is the same as the per-slice one; only the FP32 rounding order differs, and the
+Without FP8 units (CPUs, older GPUs) every FP8 GEMM is an emulation: on CPU,
+torch._scaled_mm itself converts both operands to FP32. This module then converts each
+E4M3 operand to FP32 once, multiplies in its tile or block scales and runs one FP32 GEMM
+over the whole K. The sum is the same as the per-slice one, and only the FP32 rounding order differs. The
 E4M3 values, the quantisation under study, are identical.
 """
 
@@ -83,14 +83,14 @@ def _pad_to(x: torch.Tensor, dim: int, multiple: int) -> torch.Tensor:
 
 
 def has_fp8_units(device: torch.device) -> bool:
-    """Whether device multiplies E4M3 in hardware: CUDA GPUs of compute capability 8.9 and up."""
+    """Return whether device multiplies E4M3 in hardware: CUDA compute capability 8.9 and up."""
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
 
 
 def _fp8_gradients(
     dy: torch.Tensor, x2: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, tile: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """dX (M, K) and dW (N, K) from dY (M, N) as per-slice FP8 GEMMs."""
+    """Compute dX (M, K) and dW (N, K) from dY (M, N) with per-slice FP8 GEMMs."""
     n, k = w_q.shape
 
     # Input gradient dX = dY W: contraction over N, so dY is tiled along N.
@@ -114,14 +114,14 @@ def _fp8_gradients(
 def _emulated_gradients(
     dy: torch.Tensor, x2: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, tile: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same quantisation as _fp8_gradients, with FP32 GEMMs over dequantised operands."""
+    """Compute _fp8_gradients' result with FP32 GEMMs over dequantised E4M3 operands."""
     n = dy.shape[1]
 
     dy_q, dy_scale = quantise_tiles(_pad_to(dy, 1, tile), tile)  # (M, N_pad)
     dy_rows = dequantise_tiles(dy_q, dy_scale)[:, :n]  # (M, N)
     grad_x = dy_rows @ dequantise_blocks(w_q, w_scale, tile)  # (M, K)
 
-    # Tiled along the tokens; padded rows are zeros and drop out of the sum.
+    # Tiled along the tokens. Padded rows are zeros, so they drop out of the sum.
     dy_columns = dequantise_columns(*quantise_columns(_pad_to(dy, 0, tile), tile))  # (M_pad, N)
     x_columns = dequantise_columns(*quantise_columns(_pad_to(x2, 0, tile), tile))  # (M_pad, K)
     grad_w = dy_columns.t() @ x_columns  # (N, K)

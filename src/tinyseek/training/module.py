@@ -7,10 +7,10 @@ from functools import partial
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from tinyseek.config import ModelConfig, MTPConfig, OptimConfig
 from tinyseek.model import Transformer
+from tinyseek.model.loss import cross_entropy
 from tinyseek.model.moe import MoE, load_telemetry
 from tinyseek.model.mtp import mtp_losses
 from tinyseek.training.schedule import warmup_cosine
@@ -44,8 +44,7 @@ class LanguageModel(L.LightningModule):
         """Mean next-token cross-entropy of a batch of windows (B, T + 1)."""
         inputs, targets = batch[:, :-1], batch[:, 1:]
         logits = self.model(inputs)  # (B, T, V)
-        # The softmax runs in float32 even under bf16 autocast, for an accurate loss.
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return cross_entropy(logits, targets)
 
     def logging_step(self) -> bool:
         """True on the steps whose metrics the loggers and the history write, and the last one.
@@ -77,7 +76,7 @@ class LanguageModel(L.LightningModule):
     def loss_with_mtp(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the main loss and lambda times the MTP loss averaged over depths."""
         logits, mtp_logits = self.model.forward_with_mtp(batch)
-        main = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+        main = cross_entropy(logits, batch[:, 1:])
         losses = mtp_losses(mtp_logits, batch)
         weight = self.mtp_cfg.weight_at(self.global_step, self.max_steps)
         if self.logging_step():
