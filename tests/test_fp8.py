@@ -138,7 +138,7 @@ def test_blockwise_linear_matches_bf16_linear(tokens):
     assert fp8_grads[1].dtype == torch.float32  # FP32 master-weight gradient
 
 
-def test_e4m3_to_float_is_exact_for_every_finite_byte():
+def test_e4m3_to_float_exact_per_byte():
     values = torch.arange(256, dtype=torch.uint8).view(E4M3)
     finite = ~values.float().isnan()
 
@@ -149,8 +149,8 @@ def test_e4m3_to_float_is_exact_for_every_finite_byte():
 
 
 @pytest.mark.parametrize("tokens", [256, 300])
-def test_emulated_gemms_equal_per_slice_scaled_mm(monkeypatch, tokens):
-    # Without FP8 units the Linear multiplies dequantised FP32 operands; forcing the GPU
+def test_emulated_gemms_match_scaled_mm(monkeypatch, tokens):
+    # Without FP8 units the Linear multiplies dequantised FP32 operands. Forcing the GPU
     # path runs the per-slice torch._scaled_mm GEMMs on the same E4M3 values instead.
     torch.manual_seed(0)
     x = torch.randn(tokens, 384) * torch.logspace(-2, 2, 384)
@@ -171,7 +171,7 @@ def test_emulated_gemms_equal_per_slice_scaled_mm(monkeypatch, tokens):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
 
 
-def test_nan_input_survives_the_emulated_gemm():
+def test_emulated_gemm_keeps_nan():
     x = torch.ones(4, 128)
     x[1, 7] = float("nan")
     y = blockwise_linear(x, torch.ones(8, 128), tile=128)
