@@ -102,6 +102,14 @@ def test_cross_entropy_matches_torch(dtype):
     assert_close(ours, theirs)
 
 
+def test_cross_entropy_backward_runs_once():
+    logits = torch.randn(5, 7, requires_grad=True)
+    loss = cross_entropy(logits, torch.tensor([0, 1, 2, 3, 6]))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        loss.backward()
+
+
 def test_cpu_attention_under_bf16_autocast_runs_in_fp32():
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 4, 16, 8) for _ in range(3))

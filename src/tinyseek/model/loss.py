@@ -20,14 +20,23 @@ class _CrossEntropy(torch.autograd.Function):
         loss = -log_probs.gather(1, targets.unsqueeze(1)).mean()
         ctx.save_for_backward(log_probs, targets)
         ctx.logits_dtype = logits.dtype
+        ctx.consumed = False
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, None]:
+        if ctx.consumed:
+            raise RuntimeError(
+                "cross_entropy's backward overwrites its saved log-probabilities, so it runs "
+                "once per forward. Recompute the loss instead of using retain_graph=True."
+            )
+        ctx.consumed = True
         log_probs, targets = ctx.saved_tensors
         n = targets.shape[0]
 
-        grad = log_probs.exp()  # softmax (N, V)
+        # In place: the saved log-probabilities are not needed again, and a fresh (N, V)
+        # tensor costs more than the exp itself on CPU.
+        grad = log_probs.exp_()  # softmax (N, V)
         rows = torch.arange(n, device=grad.device)
         grad[rows, targets] -= 1.0
         grad.mul_(grad_loss / n)

@@ -8,8 +8,8 @@ apply exactly where DeepSeek promotes the partial sums to FP32.
 Without FP8 units (CPUs, older GPUs) every FP8 GEMM is an emulation: on CPU,
 torch._scaled_mm itself converts both operands to FP32. This module then converts each
 E4M3 operand to FP32 once, multiplies in its tile or block scales and runs one FP32 GEMM
-over the whole K. The sum is the same as the per-slice one, and only the FP32 rounding order differs. The
-E4M3 values, the quantisation under study, are identical.
+over the whole K. The sum is the same as the per-slice one, and only the FP32 rounding
+order differs. The E4M3 values, the quantisation under study, are identical.
 """
 
 from __future__ import annotations

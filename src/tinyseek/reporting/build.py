@@ -210,9 +210,9 @@ def fp8_parity_section(summary: dict[str, Any], figure_paths: dict[str, Path]) -
     ]
     if any(row["device"] == "cpu" for row in rows):
         text.append(
-            "These runs ran on a CPU, which has no FP8 units: torch._scaled_mm emulates the FP8 "
-            "GEMMs, so the step-time ratio is the cost of that emulation, not a forecast for "
-            "FP8 hardware."
+            "These runs ran on a CPU, which has no FP8 units: the FP8 GEMMs run as FP32 GEMMs "
+            "over the E4M3 values, so the step-time ratio is the cost of that emulation, not a "
+            "forecast for FP8 hardware."
         )
     table = parity_markdown(rows)
     return Section(
