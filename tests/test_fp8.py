@@ -171,6 +171,11 @@ def test_emulated_gemms_match_scaled_mm(monkeypatch, tokens):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
 
 
+def test_blockwise_linear_rejects_tile():
+    with pytest.raises(ValueError, match="tile=96"):
+        blockwise_linear(torch.randn(4, 256), torch.randn(8, 256), tile=96)
+
+
 def test_emulated_gemm_keeps_nan():
     x = torch.ones(4, 128)
     x[1, 7] = float("nan")

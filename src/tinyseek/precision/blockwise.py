@@ -173,6 +173,11 @@ class _BlockwiseLinearFunction(torch.autograd.Function):
 
 def blockwise_linear(x: torch.Tensor, weight: torch.Tensor, tile: int = 128) -> torch.Tensor:
     """x (..., K) times weight (N, K)^T through the blockwise FP8 recipe."""
+    if tile <= 0 or weight.shape[1] % tile != 0:
+        raise ValueError(
+            f"blockwise FP8 tile={tile} must be positive and divide in_features="
+            f"{weight.shape[1]}; pick a tile that divides it (128, 64 or 32)."
+        )
     return _BlockwiseLinearFunction.apply(x, weight, tile)
 
 
