@@ -91,7 +91,7 @@ def _fp8_gradients(
     dy: torch.Tensor, x2: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, tile: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Compute dX (M, K) and dW (N, K) from dY (M, N) with per-slice FP8 GEMMs."""
-    n, k = w_q.shape
+    k = w_q.shape[1]
 
     # Input gradient dX = dY W: contraction over N, so dY is tiled along N.
     dy_q, dy_scale = quantise_tiles(_pad_to(dy, 1, tile), tile)  # (M, N_pad)
@@ -119,6 +119,7 @@ def _emulated_gradients(
 
     dy_q, dy_scale = quantise_tiles(_pad_to(dy, 1, tile), tile)  # (M, N_pad)
     dy_rows = dequantise_tiles(dy_q, dy_scale)[:, :n]  # (M, N)
+    # The forward saved the E4M3 weight, not its FP32 copy, so it is dequantised again here.
     grad_x = dy_rows @ dequantise_blocks(w_q, w_scale, tile)  # (M, K)
 
     # Tiled along the tokens. Padded rows are zeros, so they drop out of the sum.
